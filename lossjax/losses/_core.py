@@ -1,0 +1,461 @@
+"""Stable log-space primitives shared by every loss family.
+
+Everything label-, mask- and reduction-related lives here, once:
+
+* :func:`prepare` validates ``logits``/``labels``/``where`` (errors name the argument), tells
+  integer labels ``[...]`` from probability labels ``[..., K]`` by dtype, moves the class axis
+  last and computes in float32 (float64 when the input is float64).
+* :func:`margin_lse` is the comp-sum statistic ``ℓu = logsumexp_{k≠y}(x_k − x_y)``; every loss
+  that depends on the logits only through ``p_y`` is a scalar map of it (``−log p_y =
+  softplus(ℓu)``, ``1 − p_y = sigmoid(ℓu)``, ...), which never forms ``1 − p_y`` by subtraction.
+* :func:`finalize` zeroes masked rows with ``jnp.where`` (so a NaN in a masked row cannot leak),
+  :func:`reduce_loss` reduces with ``mean = Σ w·ℓ / max(Σ w, 1)`` (an all-masked batch gives 0).
+
+Reference for the stable forms: the lossjax specification, ``losses_classification.md`` §0.
+"""
+
+from __future__ import annotations
+
+from collections.abc import Callable, Sequence
+from typing import Any, NamedTuple
+
+import jax
+import jax.numpy as jnp
+import numpy as np
+from jax.typing import ArrayLike
+
+__all__ = [
+    "Prepared",
+    "prepare",
+    "margin_lse",
+    "masked_logsumexp",
+    "log_softmax",
+    "softmax",
+    "label_log_prob",
+    "expect",
+    "finalize",
+    "reduce_loss",
+    "check_labels",
+    "nll_from_lu",
+    "py_from_lu",
+    "one_minus_py_from_lu",
+    "log_one_minus_py_from_lu",
+    "require_positive",
+    "require_nonnegative",
+    "require_option",
+    "require_range",
+    "require_floating",
+    "require_integer",
+    "require_rank",
+    "is_concrete",
+    "compute_dtype",
+]
+
+
+# --------------------------------------------------------------------------------------------
+# validation helpers (python-number checks; traced values are accepted unchecked)
+# --------------------------------------------------------------------------------------------
+
+
+def is_concrete(value: Any) -> bool:
+    """True when ``value`` is a python number or a concrete (non-traced) array."""
+    return not isinstance(value, jax.core.Tracer)
+
+
+def _scalar(value: Any) -> Any:
+    if not is_concrete(value):
+        return None
+    arr = np.asarray(value)
+    if arr.size != 1:
+        return None
+    return arr.reshape(()).item()
+
+
+def require_positive(value: Any, name: str) -> None:
+    """Raise ``ValueError`` naming ``name`` unless ``value > 0`` (skipped for traced values)."""
+    v = _scalar(value)
+    if v is not None and not v > 0:
+        raise ValueError(f"`{name}` must be > 0, got {value!r}.")
+
+
+def require_nonnegative(value: Any, name: str) -> None:
+    """Raise ``ValueError`` naming ``name`` unless ``value >= 0`` (skipped for traced values)."""
+    v = _scalar(value)
+    if v is not None and not v >= 0:
+        raise ValueError(f"`{name}` must be >= 0, got {value!r}.")
+
+
+def require_range(
+    value: Any,
+    name: str,
+    low: float | None = None,
+    high: float | None = None,
+    low_inclusive: bool = True,
+    high_inclusive: bool = True,
+) -> None:
+    """Raise ``ValueError`` naming ``name`` unless ``value`` lies in the given interval."""
+    v = _scalar(value)
+    if v is None:
+        return
+    ok = True
+    if low is not None:
+        ok &= v >= low if low_inclusive else v > low
+    if high is not None:
+        ok &= v <= high if high_inclusive else v < high
+    if not ok:
+        lo = "(-inf" if low is None else ("[" if low_inclusive else "(") + f"{low}"
+        hi = "inf)" if high is None else f"{high}" + ("]" if high_inclusive else ")")
+        raise ValueError(f"`{name}` must lie in {lo}, {hi}, got {value!r}.")
+
+
+def require_option(value: Any, options: Sequence[Any], name: str) -> None:
+    """Raise ``ValueError`` naming ``name`` unless ``value`` is one of ``options``."""
+    if value not in options:
+        raise ValueError(f"Unknown `{name}`={value!r}; expected one of {list(options)}.")
+
+
+def require_floating(x: Any, name: str) -> None:
+    """Raise ``TypeError`` naming ``name`` unless ``x`` has a floating dtype."""
+    dtype = jnp.result_type(x)
+    if not jnp.issubdtype(dtype, jnp.floating):
+        raise TypeError(f"`{name}` must have a floating dtype, got {dtype}.")
+
+
+def require_integer(x: Any, name: str) -> None:
+    """Raise ``TypeError`` naming ``name`` unless ``x`` has an integer dtype."""
+    dtype = jnp.result_type(x)
+    if not jnp.issubdtype(dtype, jnp.integer):
+        raise TypeError(f"`{name}` must have an integer dtype, got {dtype}.")
+
+
+def require_rank(x: Any, ranks: int | Sequence[int], name: str) -> None:
+    """Raise ``ValueError`` naming ``name`` unless ``ndim(x)`` is in ``ranks``."""
+    ranks = (ranks,) if isinstance(ranks, int) else tuple(ranks)
+    nd = jnp.ndim(x)
+    if nd not in ranks:
+        want = ranks[0] if len(ranks) == 1 else f"one of {list(ranks)}"
+        raise ValueError(f"`{name}` must have rank {want}, got shape {jnp.shape(x)}.")
+
+
+def compute_dtype(dtype: Any) -> jnp.dtype:
+    """float32 for half/single inputs, float64 for float64 inputs (only with x64 enabled)."""
+    return jnp.promote_types(dtype, jnp.float32)
+
+
+def check_labels(labels: ArrayLike, num_classes: int, *, name: str = "labels") -> None:
+    """Eagerly check that integer ``labels`` lie in ``[0, num_classes)``.
+
+    Under ``jit`` an out-of-range label cannot raise (XLA clamps gathers), so the losses clip it;
+    call this outside ``jit`` (e.g. once on a dataset) to catch such labels.
+
+    Example:
+        >>> import jax.numpy as jnp
+        >>> check_labels(jnp.array([0, 2]), 3)
+        >>> check_labels(jnp.array([0, 3]), 3)
+        Traceback (most recent call last):
+        ...
+        ValueError: `labels` must lie in [0, 3); found values in [0, 3].
+    """
+    if not is_concrete(labels):
+        raise ValueError(f"check_labels needs concrete `{name}`; call it outside jit.")
+    arr = np.asarray(labels)
+    if not np.issubdtype(arr.dtype, np.integer):
+        raise TypeError(f"`{name}` must have an integer dtype, got {arr.dtype}.")
+    if arr.size and (arr.min() < 0 or arr.max() >= num_classes):
+        raise ValueError(
+            f"`{name}` must lie in [0, {num_classes}); found values in [{arr.min()}, {arr.max()}]."
+        )
+
+
+# --------------------------------------------------------------------------------------------
+# canonicalisation
+# --------------------------------------------------------------------------------------------
+
+
+class Prepared(NamedTuple):
+    """Canonical inputs of a classification loss.
+
+    Attributes:
+      logits: ``[..., K]`` in the compute dtype; classes masked by ``where`` are ``-inf``.
+      labels: int32 ``[...]`` (clipped into ``[0, K)``) or soft labels ``[..., K]``.
+      soft: whether ``labels`` are probability vectors.
+      class_mask: bool ``[..., K]`` of valid classes, or ``None`` when every class is valid.
+      row_mask: bool ``[...]`` of rows that count, or ``None`` when every row counts.
+      num_classes: ``K``.
+      dtype: the output dtype (float32, or float64 for float64 inputs).
+    """
+
+    logits: jax.Array
+    labels: jax.Array
+    soft: bool
+    class_mask: jax.Array | None
+    row_mask: jax.Array | None
+    num_classes: int
+    dtype: Any
+
+
+def prepare(
+    logits: ArrayLike,
+    labels: ArrayLike,
+    *,
+    axis: int = -1,
+    where: ArrayLike | None = None,
+    allow_soft: bool = True,
+    allow_int: bool = True,
+    logits_name: str = "logits",
+    labels_name: str = "labels",
+) -> Prepared:
+    """Validate and canonicalise the arguments of a classification loss.
+
+    Args:
+      logits: floating ``[..., K, ...]`` scores; ``axis`` is the class axis.
+      labels: integer class indices with the shape of ``logits`` without the class axis, or
+        floating probability vectors of the shape of ``logits`` (told apart by dtype).
+      axis: the class axis of ``logits`` (and of soft ``labels``).
+      where: optional bool mask, per example (shape of ``logits`` without the class axis) or per
+        class (shape of ``logits``). Masked classes are removed from the normaliser; rows with no
+        valid class, or masked rows, contribute 0.
+      allow_soft: whether probability labels are accepted.
+      allow_int: whether integer labels are accepted.
+
+    Returns:
+      A :class:`Prepared` tuple with the class axis last.
+    """
+    require_floating(logits, logits_name)
+    logits = jnp.asarray(logits)
+    if logits.ndim < 1:
+        raise ValueError(f"`{logits_name}` must have a class axis; got a scalar.")
+    if not -logits.ndim <= axis < logits.ndim:
+        raise ValueError(f"`axis`={axis} is out of range for `{logits_name}` of rank {logits.ndim}.")
+    dtype = compute_dtype(logits.dtype)
+    x = jnp.moveaxis(logits, axis, -1).astype(dtype)
+    num_classes = x.shape[-1]
+    batch_shape = x.shape[:-1]
+
+    labels = jnp.asarray(labels)
+    if jnp.issubdtype(labels.dtype, jnp.integer) or labels.dtype == jnp.bool_:
+        if not allow_int:
+            raise TypeError(f"`{labels_name}` must be floating probability vectors, got {labels.dtype}.")
+        if labels.dtype == jnp.bool_:
+            raise TypeError(f"`{labels_name}` must be integer class indices, got bool.")
+        if labels.shape != batch_shape:
+            raise ValueError(
+                f"Integer `{labels_name}` must have shape {batch_shape} (the shape of "
+                f"`{logits_name}` {logits.shape} without the class axis), got {labels.shape}."
+            )
+        y = jnp.clip(labels.astype(jnp.int32), 0, num_classes - 1)
+        soft = False
+    elif jnp.issubdtype(labels.dtype, jnp.floating):
+        if not allow_soft:
+            raise TypeError(f"`{labels_name}` must be integer class indices, got {labels.dtype}.")
+        if labels.shape != logits.shape:
+            raise ValueError(
+                f"Probability `{labels_name}` must have the shape of `{logits_name}` "
+                f"{logits.shape}, got {labels.shape}."
+            )
+        y = jnp.moveaxis(labels, axis, -1).astype(dtype)
+        soft = True
+    else:
+        raise TypeError(f"`{labels_name}` must be integer or floating, got {labels.dtype}.")
+
+    class_mask = None
+    row_mask = None
+    if where is not None:
+        where = jnp.asarray(where)
+        if where.dtype != jnp.bool_:
+            raise TypeError(f"`where` must be a bool array, got {where.dtype}.")
+        if where.shape == logits.shape:
+            class_mask = jnp.moveaxis(where, axis, -1)
+            row_mask = jnp.any(class_mask, axis=-1)
+            if not soft:
+                # A row whose label class is masked out has no defined loss: it is dropped.
+                row_mask = row_mask & jnp.take_along_axis(class_mask, y[..., None], -1)[..., 0]
+            x = jnp.where(class_mask, x, -jnp.inf)
+        elif where.shape == batch_shape:
+            row_mask = where
+        else:
+            raise ValueError(
+                f"`where` must have shape {batch_shape} (per example) or {logits.shape} "
+                f"(per class), got {where.shape}."
+            )
+    return Prepared(x, y, soft, class_mask, row_mask, num_classes, dtype)
+
+
+# --------------------------------------------------------------------------------------------
+# stable log-space primitives
+# --------------------------------------------------------------------------------------------
+
+
+def masked_logsumexp(x: jax.Array, mask: jax.Array | None = None, axis: int = -1) -> jax.Array:
+    """``log Σ_{k: mask_k} exp(x_k)`` with finite gradients everywhere.
+
+    Entries that are masked out or equal to ``-inf`` contribute nothing; an empty sum gives
+    ``-inf`` with a zero (not NaN) gradient. Masked entries never reach ``exp``, so a masked
+    ``1e4`` or ``inf`` cannot overflow into the gradient.
+    """
+    if mask is None:
+        mask = x > -jnp.inf
+    else:
+        mask = mask & (x > -jnp.inf)
+    xm = jnp.where(mask, x, -jnp.inf)
+    m = jax.lax.stop_gradient(jnp.max(xm, axis=axis, keepdims=True))
+    m = jnp.where(jnp.isfinite(m), m, 0.0)
+    s = jnp.sum(jnp.exp(jnp.where(mask, x - m, -jnp.inf)), axis=axis, keepdims=True)
+    nonempty = s > 0
+    out = jnp.where(nonempty, jnp.log(jnp.where(nonempty, s, 1.0)) + m, -jnp.inf)
+    return jnp.squeeze(out, axis=axis)
+
+
+def _leave_one_out_lse(x: jax.Array) -> jax.Array:
+    """``[..., K]`` with entry k = ``logsumexp_{j≠k} x_j``, O(K) memory, no cancellation.
+
+    For k other than the (first) argmax the complement contains the maximum, so its shifted sum
+    is ``S − e_k ≥ 1`` and the subtraction loses at most a factor 2 in relative precision. For the
+    argmax itself the complement is summed directly, shifted by the second-largest value.
+    """
+    k = x.shape[-1]
+    valid = x > -jnp.inf
+    xs = jax.lax.stop_gradient(x)
+    top = jnp.argmax(jnp.where(valid, xs, -jnp.inf), axis=-1)
+    is_top = jax.nn.one_hot(top, k, dtype=bool)
+    # complement of the argmax, summed directly
+    lse_not_top = masked_logsumexp(x, valid & ~is_top)
+    # everything else: logsumexp over all minus own term, via log(S - e_k) with shift m
+    m = jnp.max(jnp.where(valid, xs, -jnp.inf), axis=-1, keepdims=True)
+    m = jnp.where(jnp.isfinite(m), m, 0.0)
+    e = jnp.exp(jnp.where(valid, x - m, -jnp.inf))
+    s = jnp.sum(e, axis=-1, keepdims=True)
+    rest = s - e
+    pos = rest > 0
+    lse_rest = jnp.where(pos, jnp.log(jnp.where(pos, rest, 1.0)) + m, -jnp.inf)
+    return jnp.where(is_top, lse_not_top[..., None], lse_rest)
+
+
+def margin_lse(p: Prepared) -> jax.Array:
+    """The comp-sum statistic ``ℓu = logsumexp_{k≠y}(x_k − x_y)``.
+
+    Returns ``[...]`` for integer labels, and ``[..., K]`` (the statistic for every candidate
+    class) for soft labels. ``-inf`` when the label is the only valid class (``K = 1`` or masked
+    classes); gradients stay finite.
+    """
+    x = p.logits
+    if p.soft:
+        lse = _leave_one_out_lse(x)
+        xk = jnp.where(x > -jnp.inf, x, 0.0)
+        return jnp.where(x > -jnp.inf, lse - xk, -jnp.inf)
+    onehot = jax.nn.one_hot(p.labels, p.num_classes, dtype=bool)
+    xy = jnp.take_along_axis(x, p.labels[..., None], axis=-1)
+    xy = jnp.where(jnp.isfinite(xy), xy, 0.0)
+    return masked_logsumexp(x - xy, ~onehot)
+
+
+def log_softmax(p: Prepared) -> jax.Array:
+    """Masked log-softmax ``[..., K]`` of ``p.logits`` (masked classes give ``-inf``)."""
+    lse = masked_logsumexp(p.logits)
+    finite = jnp.isfinite(lse)
+    lse = jnp.where(finite, lse, 0.0)
+    return jnp.where(p.logits > -jnp.inf, p.logits - lse[..., None], -jnp.inf)
+
+
+def softmax(p: Prepared) -> jax.Array:
+    """Masked softmax ``[..., K]`` (masked classes give 0; an empty row gives zeros)."""
+    return jnp.exp(log_softmax(p))
+
+
+def label_log_prob(p: Prepared) -> jax.Array:
+    """``log p_y = −softplus(ℓu)``: ``[...]`` for integer labels, ``[..., K]`` for soft labels."""
+    return -nll_from_lu(margin_lse(p))
+
+
+def expect(p: Prepared, per_class: jax.Array) -> jax.Array:
+    """Soft-label expectation ``Σ_k t_k ℓ(x, k)``; identity for integer labels.
+
+    Classes with ``t_k = 0`` are skipped with ``jnp.where`` so an infinite ``ℓ(x, k)`` on a
+    masked class cannot turn into ``0 · inf = NaN``.
+    """
+    if not p.soft:
+        return per_class
+    t = p.labels
+    return jnp.sum(jnp.where(t != 0, t * per_class, 0.0), axis=-1)
+
+
+def finalize(p: Prepared, loss: jax.Array) -> jax.Array:
+    """Zero the rows that do not count (``jnp.where``, not a product) and cast to ``p.dtype``."""
+    loss = loss.astype(p.dtype)
+    if p.row_mask is None:
+        return loss
+    return jnp.where(p.row_mask, loss, jnp.zeros((), p.dtype))
+
+
+def reduce_loss(
+    loss: ArrayLike, reduction: str = "none", where: ArrayLike | None = None
+) -> jax.Array:
+    """Reduce per-example losses: ``'none'``, ``'sum'`` or ``'mean'``.
+
+    ``'mean'`` is ``Σ w·ℓ / max(Σ w, 1)`` so that an all-masked batch gives 0, not NaN.
+
+    Example:
+        >>> import jax.numpy as jnp
+        >>> float(reduce_loss(jnp.array([1.0, 3.0]), 'mean'))
+        2.0
+        >>> float(reduce_loss(jnp.array([1.0, 3.0]), 'mean', where=jnp.array([False, False])))
+        0.0
+    """
+    require_option(reduction, ("none", "mean", "sum"), "reduction")
+    loss = jnp.asarray(loss)
+    if where is not None:
+        where = jnp.asarray(where)
+        if where.shape != loss.shape:
+            raise ValueError(f"`where` must have shape {loss.shape}, got {where.shape}.")
+        loss = jnp.where(where, loss, 0.0)
+    if reduction == "none":
+        return loss
+    total = jnp.sum(loss)
+    if reduction == "sum":
+        return total
+    count = loss.size if where is None else jnp.sum(where)
+    return total / jnp.maximum(count, 1)
+
+
+# --------------------------------------------------------------------------------------------
+# scalar maps of ℓu (stable forms of functions of p_y)
+# --------------------------------------------------------------------------------------------
+
+
+def nll_from_lu(lu: jax.Array) -> jax.Array:
+    """``−log p_y = softplus(ℓu)``."""
+    return jax.nn.softplus(lu)
+
+
+def py_from_lu(lu: jax.Array) -> jax.Array:
+    """``p_y = sigmoid(−ℓu)``."""
+    return jax.nn.sigmoid(-lu)
+
+
+def one_minus_py_from_lu(lu: jax.Array) -> jax.Array:
+    """``1 − p_y = sigmoid(ℓu)`` (exact where ``1 − softmax`` rounds to 0)."""
+    return jax.nn.sigmoid(lu)
+
+
+def log_one_minus_py_from_lu(lu: jax.Array) -> jax.Array:
+    """``log(1 − p_y) = log_sigmoid(ℓu)``."""
+    return jax.nn.log_sigmoid(lu)
+
+
+def py_loss(
+    fn: Callable[[jax.Array], jax.Array],
+    logits: ArrayLike,
+    labels: ArrayLike,
+    *,
+    axis: int = -1,
+    where: ArrayLike | None = None,
+) -> jax.Array:
+    """Per-example loss for a loss that depends on the logits only through ``ℓu``.
+
+    ``fn`` maps ``ℓu`` to the loss; soft labels use the expectation convention.
+    """
+    p = prepare(logits, labels, axis=axis, where=where)
+    return finalize(p, expect(p, fn(margin_lse(p))))
+
+
+__all__.append("py_loss")
