@@ -88,7 +88,9 @@ def correctness_aware_loss(
         ) from err
     if not isinstance(t, jax.core.Tracer) and bool(jnp.any(t <= 0)):
         raise ValueError("`temperature` must be > 0.")
-    scaled = p._replace(logits=p.logits / t[..., None])
+    valid = p.logits > -jnp.inf
+    x_safe = jnp.where(valid, p.logits, 0.0)  # -inf / T would give a NaN gradient in T
+    scaled = p._replace(logits=jnp.where(valid, x_safe / t[..., None], -jnp.inf))
     conf = jnp.exp(jnp.max(log_softmax(scaled), axis=-1))
     pred = jnp.argmax(jax.lax.stop_gradient(p.logits), axis=-1)
     correct = pred == p.labels

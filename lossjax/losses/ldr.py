@@ -86,7 +86,9 @@ def _loo_max_margin(p: Prepared, f: jax.Array) -> jax.Array:
     return jnp.where(_valid(p), other - fk, -jnp.inf)
 
 
-def _psi(p: Prepared, f: jax.Array, lam: ArrayLike, margin: ArrayLike, log_k: jax.Array) -> jax.Array:
+def _psi(
+    p: Prepared, f: jax.Array, lam: ArrayLike, margin: ArrayLike, log_k: jax.Array
+) -> jax.Array:
     """``λ·(softplus(c/λ + ℓu(f/λ)) − log K)``; λ is a scalar or ``[...]`` (broadcast on K)."""
     lam = jnp.asarray(lam, p.dtype)
     lam_k = lam[..., None] if lam.ndim else lam
@@ -145,7 +147,8 @@ def ldr_kl_loss(
     Args:
       logits: ``[..., K]`` floating scores.
       labels: integer ``[...]`` or probability ``[..., K]`` labels (expectation convention).
-      lambda_: λ ≥ 0 (0 = Crammer–Singer hinge; a traced λ must be > 0).
+      lambda_: λ ≥ 0 (0 = Crammer–Singer hinge; a traced λ must be > 0), or a ``[...]``
+        array of per-example λ > 0 (e.g. the λ returned by :func:`aldr_kl_loss`).
       margin: c ≥ 0.
       normalize: None, ``'softplus_mean'`` or ``'l1'`` (score normalisation, see above).
       axis: class axis.
@@ -226,7 +229,8 @@ def aldr_kl_loss(
       logits: ``[..., K]`` floating scores.
       labels: integer ``[...]`` labels (probability labels are not supported: λ is chosen for
         the observed label).
-      lambdas: ``[...]`` stored per-example λ, or None (= ``lambda_ref``).
+      lambdas: ``[...]`` stored per-example λ, or None (= ``lambda_ref``); values are clipped
+        into ``[λ₀(1 − 1/α), λ₀]`` before use.
       lambda_ref: λ₀ > 0.
       alpha: α > 1.
       margin: c ≥ 0.

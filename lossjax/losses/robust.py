@@ -56,6 +56,15 @@ def _require_log_zero(log_zero: float) -> None:
     require_range(log_zero, "log_zero", high=0.0, high_inclusive=False)
 
 
+def _require_two_classes(p: Prepared) -> None:
+    """A normalized loss is 0/0 for K = 1: refuse it statically (masked rows give 0)."""
+    if p.num_classes < 2:
+        raise ValueError(
+            "`logits` must have at least 2 classes for a normalized loss, got K = "
+            f"{p.num_classes}."
+        )
+
+
 # --------------------------------------------------------------------------------------------
 # private forms on a Prepared input (so APL prepares once)
 # --------------------------------------------------------------------------------------------
@@ -232,6 +241,7 @@ def normalized_cross_entropy_loss(
       [0.10046, 0.60346]
     """
     p = prepare(logits, labels, axis=axis, where=where)
+    _require_two_classes(p)
     return finalize(p, _nce(p, bool(stop_gradient_normalizer)))
 
 
@@ -275,6 +285,7 @@ def normalized_focal_loss(
     """
     require_nonnegative(gamma, "gamma")
     p = prepare(logits, labels, axis=axis, where=where)
+    _require_two_classes(p)
     return finalize(p, _nfl(p, gamma, bool(stop_gradient_normalizer)))
 
 
@@ -316,6 +327,7 @@ def normalized_generalized_cross_entropy_loss(
     """
     require_range(q, "q", low=0.0, high=1.0, low_inclusive=False)
     p = prepare(logits, labels, axis=axis, where=where)
+    _require_two_classes(p)
     return finalize(p, _ngce(p, q, bool(stop_gradient_normalizer)))
 
 
@@ -353,6 +365,7 @@ def normalized_mae_loss(
       [0.1705, 0.49168]
     """
     p = prepare(logits, labels, axis=axis, where=where)
+    _require_two_classes(p)
     return finalize(p, _nmae(p))
 
 
@@ -420,6 +433,8 @@ def active_passive_loss(
     _require_log_zero(log_zero)
     sg = bool(stop_gradient_normalizer)
     p = prepare(logits, labels, axis=axis, where=where)
+    if active in ("nce", "nfl", "ngce") or passive in ("nmae", "nrce"):
+        _require_two_classes(p)
     if active == "ce":
         act = expect(p, nll_from_lu(_lu(p)))
     elif active == "fl":

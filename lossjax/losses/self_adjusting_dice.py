@@ -95,11 +95,17 @@ def _probs(logits: ArrayLike, labels: ArrayLike, axis: int, where: ArrayLike | N
     return _Probs(prob, log1m, target, valid, p)
 
 
-def _adjust(prob: jax.Array, log1m: jax.Array, alpha: ArrayLike) -> jax.Array:
-    """``(1 − p)^α · p`` with ``0^0 = 1`` and finite gradients."""
+def _adjust(prob: jax.Array, log1m: jax.Array, alpha: ArrayLike) -> tuple[jax.Array, jax.Array]:
+    """``(p̃, 1 − p̃)`` with ``p̃ = (1 − p)^α · p``, ``0^0 = 1`` and finite gradients.
+
+    ``1 − p̃ = (1 − p) + p·(1 − (1 − p)^α)`` is a sum of non-negative terms (no cancellation).
+    """
     finite = jnp.isfinite(log1m)
     log1m = jnp.where(finite, log1m, -1e30)  # p = 1: (1 − p)^α = 0 for α > 0, 1 for α = 0
-    return jnp.exp(alpha * log1m) * prob
+    a_log = alpha * log1m
+    p_adj = jnp.exp(a_log) * prob
+    one_minus = jnp.exp(log1m) + prob * -jnp.expm1(a_log)
+    return p_adj, one_minus
 
 
 def _class_mean(per_class: jax.Array, valid: jax.Array, axis: int = -1) -> jax.Array:
@@ -179,28 +185,32 @@ def self_adjusting_dice_loss(
       >>> import jax.numpy as jnp
       >>> x = jnp.array([[2.0], [-1.0], [0.3]])
       >>> y = jnp.array([1, 0, 1])
-      >>> self_adjusting_dice_loss(x, y, alpha=0.0, set_level=False)
-      Array([0.04137845, 0.21194156, 0.16530083], dtype=float32)
+      >>> self_adjusting_dice_loss(x, y, alpha=0.0, set_level=False).round(4)
+      Array([0.0414, 0.2119, 0.1653], dtype=float32)
       >>> print(f"{float(self_adjusting_dice_loss(x, y, alpha=0.0)):.6f}")
       0.172242
     """
     require_nonnegative(alpha, "alpha")
     require_positive(smooth, "smooth")
     pr = _probs(logits, labels, axis, where)
-    pt = _adjust(pr.prob, pr.log1m, alpha)
+    pt, ompt = _adjust(pr.prob, pr.log1m, alpha)
     pt = jnp.where(pr.valid, pt, 0.0)
+    ompt = jnp.where(pr.valid, ompt, 0.0)
     y = pr.target
-    inter = pt * y
     pd = pt * pt if square_denominator else pt
     yd = y * y if square_denominator else y
+    # 1 − (2 p̃ y + γ)/(D + γ) = (D − 2 p̃ y)/(D + γ), with D − 2p̃y formed without cancellation:
+    # p̃(1 − y) + y(1 − p̃)   (plain),   (p̃(1 − y) − y(1 − p̃))² = (p̃ − y)²   (squared).
+    if square_denominator:
+        gap = jnp.square(pt * (1.0 - y) - y * ompt)
+    else:
+        gap = pt * (1.0 - y) + y * ompt
     p = pr.prepared
     if not set_level:
-        per_class = 1.0 - (2.0 * inter + smooth) / (pd + yd + smooth)
+        per_class = gap / (pd + yd + smooth)
         return finalize(p, _class_mean(per_class, pr.valid))
     lead = tuple(range(pt.ndim - 1))
-    per_class = 1.0 - (2.0 * jnp.sum(inter, lead) + smooth) / (
-        jnp.sum(pd, lead) + jnp.sum(yd, lead) + smooth
-    )
+    per_class = jnp.sum(gap, lead) / (jnp.sum(pd, lead) + jnp.sum(yd, lead) + smooth)
     present = jnp.any(pr.valid, axis=lead)
     return _finish_set_level(per_class, present, p.dtype)
 
@@ -265,11 +275,14 @@ def tversky_loss(
     fp = prob * (1.0 - y)
     fn = one_m * y
     p = pr.prepared
+    # 1 − (TP + γ)/(TP + αFP + βFN + γ) = (αFP + βFN)/(TP + αFP + βFN + γ): no cancellation
     if not set_level:
-        per_class = 1.0 - (tp + smooth) / (tp + alpha * fp + beta * fn + smooth)
+        err = alpha * fp + beta * fn
+        per_class = err / (tp + err + smooth)
         return finalize(p, _class_mean(per_class, pr.valid))
     lead = tuple(range(prob.ndim - 1))
     tp, fp, fn = (jnp.sum(v, lead) for v in (tp, fp, fn))
-    per_class = 1.0 - (tp + smooth) / (tp + alpha * fp + beta * fn + smooth)
+    err = alpha * fp + beta * fn
+    per_class = err / (tp + err + smooth)
     present = jnp.any(pr.valid, axis=lead)
     return _finish_set_level(per_class, present, p.dtype)

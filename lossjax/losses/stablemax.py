@@ -44,8 +44,8 @@ __all__ = [
 def stablemax_log_transform(x: ArrayLike) -> jax.Array:
     r"""``g(x) = log s(x) = sign(x)·log1p(|x|)``, elementwise, with ``g'(0) = 1``.
 
-    Computed as ``where(x ≥ 0, log1p(max(x, 0)), −log1p(max(−x, 0)))`` so that neither branch
-    sees a bad input (finite gradients everywhere, ``g(±inf) = ±inf``). Keeps the input dtype.
+    Computed with a double ``where`` (``log1p`` of ``x`` on ``x ≥ 0``, ``−log1p(−x)`` otherwise, each
+    branch fed only its own inputs) so that neither branch sees a bad input (finite gradients everywhere, ``g(±inf) = ±inf``). Keeps the input dtype.
 
     Example:
       >>> import jax, jax.numpy as jnp
@@ -55,7 +55,9 @@ def stablemax_log_transform(x: ArrayLike) -> jax.Array:
     require_floating(x, "x")
     x = jnp.asarray(x)
     pos = x >= 0
-    return jnp.where(pos, jnp.log1p(jnp.maximum(x, 0)), -jnp.log1p(jnp.maximum(-x, 0)))
+    zero = jnp.zeros((), x.dtype)
+    # double where (not maximum: jnp.maximum splits the gradient 1/2-1/2 at the tie x = 0)
+    return jnp.where(pos, jnp.log1p(jnp.where(pos, x, zero)), -jnp.log1p(jnp.where(pos, zero, -x)))
 
 
 def log_stablemax(x: ArrayLike, axis: int = -1) -> jax.Array:
@@ -74,8 +76,8 @@ def log_stablemax(x: ArrayLike, axis: int = -1) -> jax.Array:
 
     Example:
       >>> import jax.numpy as jnp
-      >>> jnp.exp(log_stablemax(jnp.array([0.5, -1.0, 3.0])))
-      Array([0.25      , 0.08333334, 0.6666667 ], dtype=float32)
+      >>> [round(float(v), 4) for v in jnp.exp(log_stablemax(jnp.array([0.5, -1.0, 3.0])))]
+      [0.25, 0.0833, 0.6667]
     """
     require_floating(x, "x")
     x = jnp.asarray(x)
@@ -97,8 +99,8 @@ def stablemax(x: ArrayLike, axis: int = -1) -> jax.Array:
 
     Example:
       >>> import jax.numpy as jnp
-      >>> stablemax(jnp.array([2.0, 1.0, 0.1]))
-      Array([0.4918033 , 0.32786885, 0.18032788], dtype=float32)
+      >>> [round(float(v), 4) for v in stablemax(jnp.array([2.0, 1.0, 0.1]))]
+      [0.4918, 0.3279, 0.1803]
     """
     return jnp.exp(log_stablemax(x, axis=axis))
 
@@ -139,8 +141,8 @@ def stablemax_cross_entropy_loss(
     Example:
       >>> import jax.numpy as jnp
       >>> x = jnp.array([[2.0, 1.0, 0.1], [0.5, -1.0, 3.0]])
-      >>> stablemax_cross_entropy_loss(x, jnp.array([0, 1]))
-      Array([0.7096765, 2.4849067], dtype=float32)
+      >>> stablemax_cross_entropy_loss(x, jnp.array([0, 1])).round(4)  # log(6.1/3), log 12
+      Array([0.7097, 2.4849], dtype=float32)
     """
     p = prepare(logits, labels, axis=axis, where=where)
     p = p._replace(logits=stablemax_log_transform(p.logits))

@@ -98,6 +98,36 @@ def pmean_tree(tree: Any, axis_name: str | None) -> Any:
     return jax.lax.pmean(tree, axis_name)
 
 
+def _axes(axis_name: Any) -> tuple[Any, ...]:
+    return tuple(axis_name) if isinstance(axis_name, (tuple, list)) else (axis_name,)
+
+
+def is_varying(x: Any, axis_name: Any) -> bool:
+    """Whether ``x`` is varying over ``axis_name`` inside ``jax.shard_map`` (False under vmap)."""
+    aval = jax.typeof(x)
+    vma = getattr(aval, "vma", None)  # jax <= 0.9
+    if vma is None:
+        mat = getattr(aval, "mat", None)  # jax 0.10: manual-axis type
+        vma = getattr(mat, "varying", None)
+    if vma is None:
+        return False
+    return all(a in vma for a in _axes(axis_name))
+
+
+def match_varying(tree: Any, like: Any, axis_name: Any) -> Any:
+    """Mark the leaves of ``tree`` varying over ``axis_name`` when the leaves of ``like`` are.
+
+    Under ``shard_map`` the gradient w.r.t. an *unvarying* input is summed over the mesh; the
+    point handed to ``grad_fn`` must therefore be varying whenever the per-replica gradient is
+    wanted (the replicated-parameter trap, spec experiments_and_style.md §6.2).
+    """
+    if axis_name is None or not any(is_varying(x, axis_name) for x in jax.tree.leaves(like)):
+        return tree
+    return jax.tree.map(
+        lambda x: x if is_varying(x, axis_name) else jax.lax.pcast(x, axis_name, to="varying"), tree
+    )
+
+
 def f32(x: Any) -> jax.Array:
     return jnp.asarray(x, jnp.float32)
 

@@ -192,6 +192,7 @@ def sam_gradient(
     w_adv = jax.tree.map(
         lambda w, e: (w.astype(e.dtype) + jnp.asarray(sign, e.dtype) * e).astype(w.dtype), params, eps
     )
+    w_adv = T.match_varying(w_adv, updates, axis_name)  # keep grad_fn per replica under shard_map
     g_adv = grad_fn(w_adv)
     g_adv = T.pmean_tree(g_adv, axis_name)
     pnorm = T.norm(eps)

@@ -395,7 +395,7 @@ def msam(
 
     def update_fn(updates: Any, state: MSAMState, params: Any = None, **extra: Any) -> tuple[Any, MSAMState]:
         del extra
-        if weight_decay:
+        if not (isinstance(weight_decay, (int, float)) and weight_decay == 0):
             T.require_params(params, "msam")
             w_t = _msam_perturbed(params, state.momentum, state.rho, norm_eps)
             updates = jax.tree.map(lambda g, w: g + jnp.asarray(weight_decay, g.dtype) * w.astype(g.dtype), updates, w_t)

@@ -26,14 +26,13 @@ def assert_grad_float64(fn, x=X34, y=Y3):
 
 
 def assert_jit_vmap(fn, x=X34, y=Y3):
-    with jax.disable_jit():
-        eager = fn(x, y)
+    eager = fn(x, y)
     np.testing.assert_allclose(jax.jit(fn)(x, y), eager, rtol=1e-6, atol=1e-7)
     xs = np.stack([x, x[::-1]])
     ys = np.stack([y, y[::-1]])
-    batched = jax.vmap(fn)(xs, ys)
+    batched = jax.jit(jax.vmap(fn))(xs, ys)
     np.testing.assert_allclose(batched[0], eager, rtol=1e-6, atol=1e-7)
-    np.testing.assert_allclose(batched[1], fn(x[::-1], y[::-1]), rtol=1e-6, atol=1e-7)
+    np.testing.assert_allclose(batched[1], jax.jit(fn)(x[::-1], y[::-1]), rtol=1e-6, atol=1e-7)
 
 
 def assert_bf16(fn, x=X34, y=Y3):
@@ -43,34 +42,43 @@ def assert_bf16(fn, x=X34, y=Y3):
     np.testing.assert_allclose(out, fn(xb.astype(jnp.float32), y), rtol=1e-6, atol=1e-7)
 
 
+def _vg(fn, y):
+    """One jitted value-and-grad (per-example values as aux) reused for every mask/extreme case."""
+
+    def total(z, w):
+        out = fn(z, y, where=w)
+        return jnp.sum(out), out
+
+    return jax.jit(jax.value_and_grad(total, has_aux=True))
+
+
 def assert_extreme_finite(fn, x=EXTREME_X, y=EXTREME_Y):
-    val, grad = jax.value_and_grad(lambda z: jnp.sum(fn(z, y)))(jnp.asarray(x))
-    assert np.all(np.isfinite(fn(x, y))), fn(x, y)
+    (val, out), grad = _vg(fn, y)(jnp.asarray(x), np.ones(x.shape[0], bool))
+    assert np.all(np.isfinite(out)), out
     assert np.isfinite(val)
     assert np.all(np.isfinite(grad)), grad
     # K = 1
     x1 = jnp.array([[3.0], [-2.0]])
-    y1 = jnp.array([0, 0])
-    v1 = fn(x1, y1)
-    g1 = jax.grad(lambda z: jnp.sum(fn(z, y1)))(x1)
+    (_, v1), g1 = _vg(fn, jnp.array([0, 0]))(x1, np.ones(2, bool))
     assert np.all(np.isfinite(v1)) and np.all(np.isfinite(g1))
     return v1, g1
 
 
 def assert_masks(fn, x=X34, y=Y3):
+    vg = _vg(fn, y)
     rows = np.array([True, False, True])
-    out = fn(x, y, where=rows)
+    (_, full), _ = vg(jnp.asarray(x), np.ones(3, bool))
+    (_, out), _ = vg(jnp.asarray(x), rows)
     np.testing.assert_allclose(out[1], 0.0)
-    np.testing.assert_allclose(out[rows], fn(x, y)[rows], rtol=1e-6)
-    none = np.zeros(3, bool)
-    val, grad = jax.value_and_grad(lambda z: jnp.sum(fn(z, y, where=none)))(jnp.asarray(x))
+    np.testing.assert_allclose(out[rows], full[rows], rtol=1e-6)
+    (val, _), grad = vg(jnp.asarray(x), np.zeros(3, bool))
     assert float(val) == 0.0
     assert np.all(grad == 0.0)
     # NaN in a masked row cannot leak
     xn = np.array(x)
     xn[1] = np.nan
-    g = jax.grad(lambda z: jnp.sum(fn(z, y, where=rows)))(jnp.asarray(xn))
-    assert np.all(np.isfinite(np.asarray(g)[rows]))
+    (_, out), g = vg(jnp.asarray(xn), rows)
+    assert np.all(np.isfinite(np.asarray(g)[rows])) and np.all(np.isfinite(out))
 
 
 def assert_bad_inputs(fn, x=X34, y=Y3):
@@ -94,8 +102,8 @@ def run_battery(fn, *, extreme=True):
     assert_grad_float64(jf)
     assert_jit_vmap(fn)
     assert_bf16(jf)
-    assert_masks(jf)
+    assert_masks(fn)
     assert_bad_inputs(jf)
     if extreme:
-        return assert_extreme_finite(jf)
+        return assert_extreme_finite(fn)
     return None

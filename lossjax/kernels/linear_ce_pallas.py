@@ -1,0 +1,251 @@
+"""Pallas kernels for the linear cross-entropy (Cut Cross-Entropy, Wijmans et al., arXiv 2411.09009).
+
+Layout ("GPU-correct"): the grid covers only independent axes, every reduction is a ``lax.fori_loop``
+inside the kernel, and no output block is accumulated across grid steps, so the same kernels are correct
+in interpret mode (CPU tests) and compiled through Pallas-Triton on CUDA GPUs.
+
+* Forward: grid ``(cdiv(N, bn), S)``. Program (i, s) owns rows ``[r0, r0 + bn)`` and the s-th share of the
+  vocabulary tiles; it streams tiles of ``bv`` columns, each a ``[bn, bv]`` f32 logit tile accumulated over
+  ``D / bd`` slices of E and C, and keeps the online (max, sum) state, the target logit and (with label
+  smoothing) the logit sum. The S partial states are merged by XLA. Neither E nor C is padded: the last
+  row tile is clamped to ``[N - bn, N)`` and the last vocabulary tile to ``[V - bv, V)``; re-read columns
+  are masked and re-computed rows are written twice with identical values.
+* Backward ("B1"): for each vocabulary super-chunk of ``bwd_chunk`` columns a Pallas kernel writes the
+  gradient tile ``G = dloss/dlogits`` (fused recompute, softmax, one-hot, softcap derivative and optional
+  filter) in the operand dtype, and XLA runs ``dE += G C_chunk`` and ``dC_chunk = G^T E``. Extra memory is
+  ``N * bwd_chunk`` elements of G plus an f32 dE accumulator; the logits are never materialised.
+
+All loads are power-of-two ``pl.ds`` slices (a Pallas-Triton rule); the wrapper rejects other block sizes.
+"""
+
+from __future__ import annotations
+
+import functools
+
+import jax
+import jax.numpy as jnp
+from jax import lax
+from jax.experimental import pallas as pl
+
+from lossjax.kernels.linear_ce_common import (
+    LinearCEConfig,
+    apply_softcap,
+    matmul_precision,
+    online_lse_merge,
+    online_lse_update,
+    tile_grad_logits,
+)
+
+__all__ = ["pallas_nll_lse", "pallas_lse_partials", "pallas_grad_logits", "is_power_of_two", "compiler_params"]
+
+
+def is_power_of_two(x: int) -> bool:
+    """True for 1, 2, 4, ..."""
+    return isinstance(x, int) and x > 0 and (x & (x - 1)) == 0
+
+
+def compiler_params(cfg: LinearCEConfig):
+    """Explicit Pallas-Triton compiler parameters (selects the Triton lowering on every jax version)."""
+    from jax.experimental.pallas import triton as plt
+
+    return plt.CompilerParams(num_warps=cfg.num_warps, num_stages=cfg.num_stages)
+
+
+def _full_spec(shape):
+    nd = len(shape)
+    return pl.BlockSpec(tuple(shape), lambda *_: (0,) * nd)
+
+
+def _logit_tile(e_ref, c_ref, b_ref, r0, v0, *, bn, bv, bd, dim, softcap, prec):
+    """f32 capped logits of rows [r0, r0+bn) x columns [v0, v0+bv)."""
+
+    def dbody(k, acc):
+        ek = e_ref[pl.ds(r0, bn), pl.ds(k * bd, bd)]
+        ck = c_ref[pl.ds(v0, bv), pl.ds(k * bd, bd)]
+        return acc + lax.dot_general(ek, ck, (((1,), (1,)), ((), ())),
+                                     preferred_element_type=jnp.float32, precision=prec)
+
+    acc = lax.fori_loop(0, dim // bd, dbody, jnp.zeros((bn, bv), jnp.float32))
+    if b_ref is not None:
+        acc = acc + b_ref[pl.ds(v0, bv)].astype(jnp.float32)[None, :]
+    return apply_softcap(acc, softcap)
+
+
+def _fwd_kernel(*refs, n, vocab, dim, bn, bv, bd, per, n_tiles, softcap, smooth, has_bias, prec):
+    if has_bias:
+        e_ref, c_ref, b_ref, t_ref, m_ref, s_ref, zt_ref, sz_ref = refs
+    else:
+        e_ref, c_ref, t_ref, m_ref, s_ref, zt_ref, sz_ref = refs
+        b_ref = None
+    i = pl.program_id(0)
+    sp = pl.program_id(1)
+    r0 = jnp.minimum(i * bn, n - bn)
+    tcol = t_ref[pl.ds(r0, bn)][:, None]
+    iota = lax.broadcasted_iota(jnp.int32, (1, bv), 1)
+
+    def body(jj, carry):
+        m, s, zt, sz = carry
+        j = sp * per + jj
+        v0 = jnp.minimum(j * bv, vocab - bv)
+        cols = v0 + iota
+        keep = jnp.logical_and(cols >= j * bv, j < n_tiles)
+        z = _logit_tile(e_ref, c_ref, b_ref, r0, v0, bn=bn, bv=bv, bd=bd, dim=dim, softcap=softcap, prec=prec)
+        zm = jnp.where(keep, z, -jnp.inf)
+        m, s = online_lse_update(m, s, zm)
+        zt = zt + jnp.sum(jnp.where(jnp.logical_and(cols == tcol, keep), z, 0.0), axis=1)
+        if smooth:
+            sz = sz + jnp.sum(jnp.where(keep, z, 0.0), axis=1)
+        return m, s, zt, sz
+
+    f32 = jnp.float32
+    init = (jnp.full((bn,), -jnp.inf, f32), jnp.zeros((bn,), f32), jnp.zeros((bn,), f32), jnp.zeros((bn,), f32))
+    m, s, zt, sz = lax.fori_loop(0, per, body, init)
+    m_ref[sp, pl.ds(r0, bn)] = m
+    s_ref[sp, pl.ds(r0, bn)] = s
+    zt_ref[sp, pl.ds(r0, bn)] = zt
+    sz_ref[sp, pl.ds(r0, bn)] = sz
+
+
+def pallas_lse_partials(e, c, bias, targets, cfg: LinearCEConfig):
+    """Run the forward kernel; returns per-split partials ``(M, S, z_t, sum z)``, each [splits, N] f32."""
+    n, dim = e.shape
+    vocab = c.shape[0]
+    bn, bv, bd = cfg.block_n, cfg.block_v, cfg.block_d
+    n_tiles = -(-vocab // bv)
+    splits = max(1, min(cfg.v_splits, n_tiles))
+    per = -(-n_tiles // splits)
+    kernel = functools.partial(
+        _fwd_kernel, n=n, vocab=vocab, dim=dim, bn=bn, bv=bv, bd=bd, per=per, n_tiles=n_tiles,
+        softcap=cfg.softcap, smooth=bool(cfg.label_smoothing), has_bias=bias is not None,
+        prec=matmul_precision(e.dtype),
+    )
+    args = [e, c] + ([bias] if bias is not None else []) + [targets]
+    out = jax.ShapeDtypeStruct((splits, n), jnp.float32)
+    return pl.pallas_call(
+        kernel,
+        out_shape=(out, out, out, out),
+        grid=(-(-n // bn), splits),
+        in_specs=[_full_spec(a.shape) for a in args],
+        out_specs=tuple(_full_spec((splits, n)) for _ in range(4)),
+        interpret=cfg.interpret,
+        compiler_params=None if cfg.interpret else compiler_params(cfg),
+        name="lossjax_cce_fwd",
+    )(*args)
+
+
+def _grad_kernel(*refs, n, vocab, dim, bn, bv, bd, softcap, smooth, has_bias, filter_eps, prec):
+    if has_bias:
+        e_ref, c_ref, b_ref, t_ref, lse_ref, g_ref, lam_ref, sc_ref, out_ref = refs
+    else:
+        e_ref, c_ref, t_ref, lse_ref, g_ref, lam_ref, sc_ref, out_ref = refs
+        b_ref = None
+    i = pl.program_id(0)
+    j = pl.program_id(1)
+    r0 = jnp.minimum(i * bn, n - bn)
+    c0 = sc_ref[0]
+    lo = sc_ref[1]
+    v0 = c0 + j * bv
+    cols = v0 + lax.broadcasted_iota(jnp.int32, (1, bv), 1)
+    keep = cols >= lo
+    z = _logit_tile(e_ref, c_ref, b_ref, r0, v0, bn=bn, bv=bv, bd=bd, dim=dim, softcap=softcap, prec=prec)
+    tcol = t_ref[pl.ds(r0, bn)][:, None]
+    grad, d = tile_grad_logits(
+        z, keep, cols == tcol, lse_ref[pl.ds(r0, bn)], g_ref[pl.ds(r0, bn)], lam_ref[pl.ds(r0, bn)],
+        vocab_size=vocab, softcap=softcap, label_smoothing=smooth,
+    )
+    if filter_eps is not None:
+        grad = jnp.where(jnp.max(jnp.abs(d)) >= filter_eps, grad, 0.0)
+    out_ref[pl.ds(r0, bn), pl.ds(j * bv, bv)] = grad.astype(out_ref.dtype)
+
+
+def pallas_grad_logits(e, c, bias, targets, lse, g, lam, chunk_start, chunk_lo, chunk, cfg: LinearCEConfig):
+    """Gradient w.r.t. the logits of columns ``[chunk_start, chunk_start + chunk)`` as [N, chunk].
+
+    Columns below ``chunk_lo`` (re-read by the clamped last chunk) are zero.
+    """
+    n, dim = e.shape
+    vocab = c.shape[0]
+    bn, bv, bd = cfg.block_n, cfg.bwd_block_v, cfg.block_d
+    sc = jnp.stack([chunk_start, chunk_lo]).astype(jnp.int32)
+    kernel = functools.partial(
+        _grad_kernel, n=n, vocab=vocab, dim=dim, bn=bn, bv=bv, bd=bd, softcap=cfg.softcap,
+        smooth=cfg.label_smoothing, has_bias=bias is not None, filter_eps=cfg.filter_eps,
+        prec=matmul_precision(e.dtype),
+    )
+    args = [e, c] + ([bias] if bias is not None else []) + [targets, lse, g, lam, sc]
+    return pl.pallas_call(
+        kernel,
+        out_shape=jax.ShapeDtypeStruct((n, chunk), e.dtype),
+        grid=(-(-n // bn), chunk // bv),
+        in_specs=[_full_spec(a.shape) for a in args],
+        out_specs=_full_spec((n, chunk)),
+        interpret=cfg.interpret,
+        compiler_params=None if cfg.interpret else compiler_params(cfg),
+        name="lossjax_cce_grad_logits",
+    )(*args)
+
+
+def _forward(e, c, bias, targets, cfg):
+    vocab = c.shape[0]
+    m, s, zt, sz = pallas_lse_partials(e, c, bias, targets, cfg)
+    m, s = online_lse_merge(m, s, axis=0)
+    lse = m + jnp.log(s)
+    zt = jnp.sum(zt, axis=0)
+    nll = lse - (1.0 - cfg.label_smoothing) * zt
+    if cfg.label_smoothing:
+        nll = nll - (cfg.label_smoothing / vocab) * jnp.sum(sz, axis=0)
+    nll = jnp.where(targets != cfg.ignore_index, nll, 0.0)
+    return nll, lse
+
+
+def _backward(cfg: LinearCEConfig, res, cts):
+    e, c, bias, targets, lse = res
+    g_nll, g_lse = cts
+    n, dim = e.shape
+    vocab = c.shape[0]
+    chunk = cfg.bwd_chunk
+    n_chunks = -(-vocab // chunk)
+    g = jnp.where(targets != cfg.ignore_index, g_nll.astype(jnp.float32), 0.0)
+    lam = g_lse.astype(jnp.float32)
+    f32 = jnp.float32
+    prec = matmul_precision(e.dtype)
+
+    def body(carry, k):
+        de, dc, db = carry
+        lo = k * chunk
+        c0 = jnp.minimum(lo, vocab - chunk)
+        grad = pallas_grad_logits(e, c, bias, targets, lse, g, lam, c0, lo, chunk, cfg)
+        c_k = lax.dynamic_slice_in_dim(c, c0, chunk, axis=0)
+        de = de + lax.dot_general(grad, c_k, (((1,), (0,)), ((), ())), preferred_element_type=f32, precision=prec)
+        dc_k = lax.dot_general(grad, e, (((0,), (0,)), ((), ())), preferred_element_type=f32, precision=prec)
+        keep = (c0 + jnp.arange(chunk)) >= lo
+        old = lax.dynamic_slice_in_dim(dc, c0, chunk, axis=0)
+        dc = lax.dynamic_update_slice_in_dim(dc, jnp.where(keep[:, None], dc_k.astype(dc.dtype), old), c0, 0)
+        if db is not None:
+            db_k = jnp.sum(grad.astype(f32), axis=0)
+            old_b = lax.dynamic_slice_in_dim(db, c0, chunk)
+            db = lax.dynamic_update_slice_in_dim(db, jnp.where(keep, db_k.astype(db.dtype), old_b), c0, 0)
+        return (de, dc, db), None
+
+    db0 = None if bias is None else jnp.zeros(bias.shape, bias.dtype)
+    init = (jnp.zeros((n, dim), f32), jnp.zeros(c.shape, c.dtype), db0)
+    (de, dc, db), _ = lax.scan(body, init, jnp.arange(n_chunks, dtype=jnp.int32))
+    return de.astype(e.dtype), dc, db, None
+
+
+@functools.partial(jax.custom_vjp, nondiff_argnums=(4,))
+def pallas_nll_lse(e, c, bias, targets, cfg: LinearCEConfig):
+    """Per-row ``(nll, lse)`` (f32) computed by the Pallas forward kernel; backward by the B1 scheme.
+
+    Requires ``N >= block_n``, ``V >= block_v``, ``V >= bwd_chunk`` (a multiple of ``bwd_block_v``) and
+    ``D % block_d == 0``; :func:`lossjax.kernels.linear_cross_entropy` arranges this.
+    """
+    return _forward(e, c, bias, targets, cfg)
+
+
+def _fwd(e, c, bias, targets, cfg):
+    nll, lse = _forward(e, c, bias, targets, cfg)
+    return (nll, lse), (e, c, bias, targets, lse)
+
+
+pallas_nll_lse.defvjp(_fwd, _backward)
