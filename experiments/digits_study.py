@@ -12,7 +12,6 @@ images/s), ``digits.json`` (raw per-run numbers) and ``digits.png`` (test-accura
 from __future__ import annotations
 
 import argparse
-import json
 import os
 import sys
 

@@ -464,8 +464,8 @@ def render_markdown(study: dict) -> str:
         "",
         "## Setting",
         "",
-        f"* Data: scikit-learn `load_digits` (8×8 real handwritten digits shipped in the wheel), fixed "
-        f"stratified split 1,297 train / 500 test, pixels standardised with training statistics.",
+        "* Data: scikit-learn `load_digits` (8×8 real handwritten digits shipped in the wheel), fixed "
+        "stratified split 1,297 train / 500 test, pixels standardised with training statistics.",
         f"* Teacher: MLP 64-{'-'.join(map(str, cfg['teacher_hidden']))}-10 trained once per seed on "
         f"{'all 1,297' if not cfg['teacher_n_train'] else cfg['teacher_n_train']} training digits "
         f"({cfg['teacher_epochs']} epochs, batch {cfg['teacher_batch_size']}, AdamW lr "

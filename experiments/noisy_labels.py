@@ -34,7 +34,7 @@ import os
 import re
 import sys
 import time
-from typing import Any, Callable
+from typing import Callable
 
 import gin
 import jax

@@ -7,11 +7,14 @@ import os
 import platform
 import subprocess
 import sys
-from typing import Any
+from typing import Any, Sequence
+
+import numpy as np
 
 from experiments.common.checkpoint import atomic_write
 
-__all__ = ["read_jsonl", "append_jsonl", "reconcile_jsonl", "env_info", "write_json"]
+__all__ = ["read_jsonl", "append_jsonl", "reconcile_jsonl", "env_info", "write_json", "mean_std",
+           "fmt_mean_std"]
 
 METRICS_NAME = "metrics.jsonl"
 
@@ -93,3 +96,27 @@ def env_info() -> dict:
         "cpu_count": os.cpu_count(),
         "git_commit": commit,
     }
+
+
+def mean_std(values: Sequence[float]) -> tuple[float, float]:
+    """Mean and sample standard deviation (ddof 1; 0 for a single value) of ``values``.
+
+    Example:
+        >>> mean_std([1.0, 2.0, 3.0])
+        (2.0, 1.0)
+    """
+    a = np.asarray(values, dtype=float)
+    if a.size == 0:
+        raise ValueError("`values` must not be empty.")
+    return float(a.mean()), float(a.std(ddof=1)) if a.size > 1 else 0.0
+
+
+def fmt_mean_std(values: Sequence[float], digits: int = 2) -> str:
+    """``"m ± s"`` of ``values`` with ``digits`` decimals (see :func:`mean_std`).
+
+    Example:
+        >>> fmt_mean_std([1.0, 2.0, 3.0], digits=1)
+        '2.0 ± 1.0'
+    """
+    m, s = mean_std(values)
+    return f"{m:.{digits}f} ± {s:.{digits}f}"

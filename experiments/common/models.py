@@ -18,7 +18,7 @@ agnostic (8×8 digits, 28×28 Fashion-MNIST, 32×32 CIFAR). Convolutions use He-
 from __future__ import annotations
 
 import dataclasses
-from typing import Any, Callable
+from typing import Any
 
 import flax.linen as nn
 import jax

@@ -26,7 +26,7 @@ import jax.numpy as jnp
 import numpy as np
 import optax
 
-from experiments.common.metrics import write_json
+from experiments.common.metrics import fmt_mean_std, mean_std, write_json  # noqa: F401 (re-exported)
 
 __all__ = [
     "MLP",
@@ -219,17 +219,3 @@ def write_run(workdir: str, config: dict, results: dict) -> dict:
     out = dict(results, config=_normalise(config))
     write_json(os.path.join(workdir, "results.json"), out)
     return out
-
-
-def mean_std(values: Sequence[float]) -> tuple[float, float]:
-    """Mean and sample standard deviation (ddof 1; 0 for a single value)."""
-    a = np.asarray(values, dtype=float)
-    if a.size == 0:
-        raise ValueError("`values` must not be empty.")
-    return float(a.mean()), float(a.std(ddof=1)) if a.size > 1 else 0.0
-
-
-def fmt_mean_std(values: Sequence[float], digits: int = 2) -> str:
-    """``"m ± s"`` with ``digits`` decimals."""
-    m, s = mean_std(values)
-    return f"{m:.{digits}f} ± {s:.{digits}f}"

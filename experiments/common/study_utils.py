@@ -18,10 +18,9 @@ from typing import Any, Callable, Sequence
 import flax.linen as nn
 import jax
 import jax.numpy as jnp
-import numpy as np
 
 from experiments.common.config import ExperimentConfig, parse_config, split_overrides
-from experiments.common.metrics import write_json
+from experiments.common.metrics import fmt_mean_std, mean_std, write_json  # noqa: F401 (re-exported)
 
 __all__ = ["MLP", "study_parser", "parse_study_config", "load_done", "save_done", "mean_std", "fmt_mean_std",
            "chunked_apply", "ROOT"]
@@ -122,18 +121,6 @@ def load_done(workdir: str, config: dict) -> dict | None:
 def save_done(workdir: str, results: dict) -> None:
     """Write ``results.json`` atomically (the marker that the run is finished)."""
     write_json(os.path.join(workdir, "results.json"), results)
-
-
-def mean_std(values: Sequence[float]) -> tuple[float, float]:
-    """Mean and sample standard deviation (0 for a single value)."""
-    a = np.asarray(values, dtype=float)
-    return float(a.mean()), float(a.std(ddof=1)) if a.size > 1 else 0.0
-
-
-def fmt_mean_std(values: Sequence[float], digits: int = 2) -> str:
-    """``'m ± s'`` of ``values``."""
-    m, s = mean_std(values)
-    return f"{m:.{digits}f} ± {s:.{digits}f}"
 
 
 def chunked_apply(fn: Callable[[jax.Array], jax.Array], x: jax.Array, chunk: int) -> jax.Array:

@@ -16,8 +16,6 @@ Workdir contract (big_vision-style):
 
 from __future__ import annotations
 
-import dataclasses
-import json
 import os
 import signal
 import sys

@@ -1,6 +1,5 @@
 """Tests of the two z-losses (lossjax.losses.zloss); spec losses_classification.md §6."""
 
-import functools
 
 import jax
 import jax.numpy as jnp
