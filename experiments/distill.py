@@ -156,22 +156,7 @@ _GinDistill = gin.external_configurable(DistillConfig, name="distill")
 
 def parse_distill_config(files: Sequence[str] = (), bindings: Sequence[str] = ()) -> DistillConfig:
     """Parse gin ``files`` then ``bindings`` into a :class:`DistillConfig` (errors name the file)."""
-    from experiments.common.config import _add_search_path  # lets `include 'configs/...'` resolve anywhere
-
-    gin.clear_config()
-    _add_search_path()
-    for f in files:
-        try:
-            gin.parse_config_file(f)
-        except OSError as e:
-            raise ValueError(f"config file {f}: cannot be read ({e}).") from e
-        except (SyntaxError, ValueError, KeyError) as e:
-            raise ValueError(f"config file {f}: {type(e).__name__}: {e}") from e
-    try:
-        gin.parse_config(list(bindings))
-    except (SyntaxError, ValueError, KeyError) as e:
-        raise ValueError(f"config override: {type(e).__name__}: {e}") from e
-    return _GinDistill()
+    return sm.parse_gin_config(files, bindings, _GinDistill)
 
 
 # ---------------------------------------------------------------------------------------------
@@ -503,10 +488,6 @@ def render_markdown(study: dict) -> str:
     return "\n".join(parts)
 
 
-# two-sided 95 % Student-t quantiles t_{0.975, df}
-_T975 = {1: 12.71, 2: 4.30, 3: 3.18, 4: 2.78, 5: 2.57, 6: 2.45, 7: 2.36, 8: 2.31, 9: 2.26, 10: 2.23}
-
-
 def _runs_time(study: dict) -> float:
     """Sum of the recorded wall times of the teacher and every student run."""
     t = sum(r["wall_time_s"] for runs in study["settings"].values() for r in runs.values())
@@ -521,20 +502,8 @@ def _fmt_d(d: np.ndarray | None) -> str:
 
 
 def paired_verdict(d: np.ndarray | None) -> str:
-    """Paired two-sided t-test at 5 %: ``"yes"`` (significant gain), ``"no (reversed)"``
-    (significant loss), ``"not resolved"`` (neither), ``"n/a"`` (missing or < 2 seeds)."""
-    if d is None or len(d) < 2:
-        return "n/a"
-    m, s = sm.mean_std(d)
-    crit = _T975.get(len(d) - 1, 2.0)
-    if s == 0.0:
-        return "yes" if m > 0 else ("no (reversed)" if m < 0 else "not resolved")
-    t = m / (s / np.sqrt(len(d)))
-    if t > crit:
-        return "yes"
-    if t < -crit:
-        return "no (reversed)"
-    return "not resolved"
+    """Paired two-sided t-test at 5 % over seeds (see :func:`small_models.paired_t_verdict`)."""
+    return "n/a" if d is None else sm.paired_t_verdict(d)
 
 
 _CLAIMS = (

@@ -11,6 +11,9 @@ Shared by :mod:`experiments.distill` and :mod:`experiments.regression`. The piec
 * :func:`finished_run` / :func:`write_run` — the "skip finished runs" contract: a run directory
   is done when its ``results.json`` exists and records the same config; a different config there
   is an error (use another ``--workdir``), never a silent reuse.
+* :func:`parse_gin_config` — gin files + bindings → one study's frozen config dataclass.
+* :func:`paired_t_verdict` — the paired two-sided t-test the reports use (optionally with the
+  Nadeau–Bengio correction for repeated random splits).
 * :func:`stratified_subset`, :func:`mean_std`, :func:`fmt_mean_std` — small utilities.
 """
 
@@ -42,6 +45,8 @@ __all__ = [
     "fmt_mean_std",
     "config_hash",
     "count_params_per_seed",
+    "parse_gin_config",
+    "paired_t_verdict",
 ]
 
 LossFn = Callable[[Any, dict, jax.Array], jax.Array]
@@ -219,3 +224,63 @@ def write_run(workdir: str, config: dict, results: dict) -> dict:
     out = dict(results, config=_normalise(config))
     write_json(os.path.join(workdir, "results.json"), out)
     return out
+
+
+def parse_gin_config(files: Sequence[str], bindings: Sequence[str], make: Callable[[], Any]) -> Any:
+    """Parse gin ``files`` then ``bindings`` (later wins) and return ``make()``.
+
+    ``make`` is a gin-configurable factory (e.g. ``gin.external_configurable(MyConfig, name=...)``).
+    ``include 'configs/...'`` resolves from any working directory.
+
+    Raises:
+      ValueError: a file cannot be read or is malformed, or a binding is invalid; the message
+        names the file (or says it was an override).
+    """
+    import tokenize
+
+    import gin
+
+    from experiments.common.config import _add_search_path
+
+    gin.clear_config()
+    _add_search_path()
+    for f in files:
+        try:
+            gin.parse_config_file(f)
+        except OSError as e:
+            raise ValueError(f"config file {f}: cannot be read ({e}).") from e
+        except (tokenize.TokenError, SyntaxError, ValueError, KeyError) as e:
+            raise ValueError(f"config file {f}: {type(e).__name__}: {e}") from e
+    try:
+        gin.parse_config(list(bindings))
+    except (tokenize.TokenError, SyntaxError, ValueError, KeyError) as e:
+        raise ValueError(f"config override: {type(e).__name__}: {e}") from e
+    return make()
+
+
+def paired_t_verdict(diffs: Sequence[float], *, test_over_train: float = 0.0, level: float = 0.05) -> str:
+    """Two-sided paired t-test of ``mean(diffs) = 0`` at ``level``.
+
+    ``test_over_train`` > 0 applies the Nadeau–Bengio corrected resampled t-test for ``J``
+    repeated random train/test splits of one dataset (variance factor ``1/J + n_test/n_train``
+    instead of ``1/J``), since overlapping training sets make the plain test over-confident.
+
+    Returns:
+      ``"yes"`` (mean significantly > 0), ``"no (reversed)"`` (significantly < 0),
+      ``"not resolved"`` (neither) or ``"n/a"`` (fewer than 2 differences).
+    """
+    from scipy import stats
+
+    d = np.asarray(diffs, dtype=float)
+    if d.size < 2:
+        return "n/a"
+    m, s = float(d.mean()), float(d.std(ddof=1))
+    if s == 0.0:
+        return "yes" if m > 0 else ("no (reversed)" if m < 0 else "not resolved")
+    t = m / (s * np.sqrt(1.0 / d.size + test_over_train))
+    crit = float(stats.t.ppf(1.0 - level / 2.0, d.size - 1))
+    if t > crit:
+        return "yes"
+    if t < -crit:
+        return "no (reversed)"
+    return "not resolved"

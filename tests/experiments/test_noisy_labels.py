@@ -14,7 +14,7 @@ from experiments import noisy_labels as nl
 
 def _tiny(**kw) -> nl.NoisyLabelsConfig:
     base = dict(n_train=96, n_test=40, hidden=16, depth=1, epochs=2, batch_size=32, seeds=(0, 1),
-                losses=("ce", "tgce", "aldr_kl"), noise=("sym0", "sym40", "asym40"), tgce_warmup=1,
+                losses=("ce", "aldr_kl"), noise=("sym0", "sym40", "asym40"), tgce_warmup=1,
                 progress=False)
     base.update(kw)
     return nl.NoisyLabelsConfig(**base)
