@@ -209,7 +209,10 @@ def finished_run(workdir: str, config: dict) -> dict | None:
     if not os.path.exists(path):
         return None
     with open(path) as f:
-        res = json.load(f)
+        try:
+            res = json.load(f)
+        except json.JSONDecodeError:
+            return None  # a torn write (killed mid-write): redo the run
     old, new = _normalise(res.get("config", {})), _normalise(config)
     if old != new:
         diff = [f"{k}: stored {old.get(k)!r} vs now {new.get(k)!r}"

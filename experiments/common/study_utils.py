@@ -11,7 +11,6 @@ called on the same gin state (:func:`parse_study_config`).
 from __future__ import annotations
 
 import argparse
-import json
 import os
 from typing import Any, Callable, Sequence
 
@@ -21,6 +20,7 @@ import jax.numpy as jnp
 
 from experiments.common.config import ExperimentConfig, parse_config, split_overrides
 from experiments.common.metrics import fmt_mean_std, mean_std, write_json  # noqa: F401 (re-exported)
+from experiments.common.small_models import finished_run as load_done  # noqa: F401 (re-exported)
 
 __all__ = ["MLP", "study_parser", "parse_study_config", "load_done", "save_done", "mean_std", "fmt_mean_std",
            "chunked_apply", "ROOT"]
@@ -92,30 +92,6 @@ def parse_study_config(argv: Sequence[str], parser: argparse.ArgumentParser, def
     except TypeError as e:  # gin wraps a bad field type in a TypeError
         raise ValueError(str(e)) from e
     return exp, study, args
-
-
-def load_done(workdir: str, config: dict) -> dict | None:
-    """The ``results.json`` of a finished run in ``workdir`` (None if there is none).
-
-    Raises:
-      ValueError: the file exists but was written by a different ``config`` (the message lists
-        the differing fields), so a changed study never silently reuses stale runs.
-    """
-    path = os.path.join(workdir, "results.json")
-    if not os.path.exists(path):
-        return None
-    with open(path) as f:
-        try:
-            res = json.load(f)
-        except json.JSONDecodeError:
-            return None  # a torn write: redo the run
-    old = json.loads(json.dumps(res.get("config", {})))
-    new = json.loads(json.dumps(config))
-    diff = sorted(k for k in set(old) | set(new) if old.get(k) != new.get(k))
-    if diff:
-        raise ValueError(f"{path} holds results of a different config (fields {', '.join(diff)}); "
-                         f"use another --workdir or delete it.")
-    return res
 
 
 def save_done(workdir: str, results: dict) -> None:
