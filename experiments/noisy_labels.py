@@ -592,7 +592,9 @@ def write_report(summary: dict, path: str, stem: str) -> None:
         f"Dataset {summary['dataset']}: {summary['n_train']} train (noisy labels) / {summary['n_test']} test "
         f"(clean). Realised fraction of corrupted training labels (%): "
         + ", ".join(f"{z} {v}" for z, v in rates.items())
-        + f". Study wall time {summary['study_wall_time_s']:.0f} s (0 s for losses skipped as done).\n\n"
+        + f". Training wall time (recorded when each loss ran; 2 shared CPU cores unless noted): "
+        f"{sum(summary['train_wall_time_s'].values()):.0f} s in all, "
+        + ", ".join(f"{loss_label(l)} {w:.0f} s" for l, w in summary["train_wall_time_s"].items()) + ".\n\n"
         "### Clean test accuracy (%) at the final epoch, mean ± std over seeds\n\n"
         f"{t['final']}\n\n"
         "Bold: best mean in the column. Mean rank: average over the noise settings of the loss's rank "

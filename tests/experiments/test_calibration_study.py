@@ -42,8 +42,10 @@ def test_bad_config_names_the_field():
 
 
 def test_smoke_study_writes_report_and_resumes(tmp_path):
-    exp = parse_config(["configs/calibration/digits.gin"], ["train.epochs = 1", "train.progress = False"])
-    cfg = cal.CalibrationConfig(seeds=(0,), val_size=100, n_test=100, fit_steps=20)
+    exp = parse_config(["configs/calibration/digits.gin"],
+                       ["train.epochs = 1", "train.progress = False", "model.width = 8"])
+    cfg = cal.CalibrationConfig(seeds=(0,), val_size=100, n_test=100, fit_steps=20,
+                                calibrators=("ts_nll", "ts_ca", "tx_ca"))
     full = load_digits_dataset()
     out = tmp_path / "out"
     s = cal.run_study(exp, cfg, str(tmp_path / "runs"), str(out), ds=full)
