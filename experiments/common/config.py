@@ -23,7 +23,7 @@ import ast
 import dataclasses
 import os
 import tokenize
-from typing import Sequence
+from typing import Any, Callable, Sequence
 
 import gin
 
@@ -40,6 +40,7 @@ __all__ = [
     "ModelConfig",
     "OPTIMIZERS",
     "parse_config",
+    "parse_gin_config",
     "split_overrides",
     "make_config",
 ]
@@ -281,12 +282,17 @@ def make_config() -> ExperimentConfig:
     return ExperimentConfig(_GinData(), _GinModel(), _GinOptim(), _GinTrain())
 
 
-def parse_config(files: Sequence[str] = (), bindings: Sequence[str] = ()) -> ExperimentConfig:
-    """Parse gin ``files`` then ``bindings`` (later wins) into an :class:`ExperimentConfig`.
+def parse_gin_config(files: Sequence[str], bindings: Sequence[str], make: Callable[[], Any]) -> Any:
+    """Parse gin ``files`` then ``bindings`` (later wins) and return ``make()``.
+
+    ``make`` builds the result from the gin state: :func:`make_config` for the trainer, or a
+    study's gin-configurable config class (``gin.external_configurable(MyConfig, name=...)``).
+    ``include 'configs/...'`` resolves from any working directory.
 
     Raises:
-      ValueError: a file is malformed (gin raises ``tokenize.TokenError``/``SyntaxError``) or
-        binds an unknown selector/parameter; the message names the file.
+      ValueError: a file cannot be read or is malformed (gin raises ``tokenize.TokenError``/
+        ``SyntaxError``), or a file or binding names an unknown selector/parameter; the message
+        names the file (or says it was an override).
     """
     gin.clear_config()
     _add_search_path()
@@ -301,4 +307,13 @@ def parse_config(files: Sequence[str] = (), bindings: Sequence[str] = ()) -> Exp
         gin.parse_config(list(bindings))
     except (tokenize.TokenError, SyntaxError, ValueError, KeyError) as e:
         raise ValueError(f"config override: {type(e).__name__}: {e}") from e
-    return make_config()
+    return make()
+
+
+def parse_config(files: Sequence[str] = (), bindings: Sequence[str] = ()) -> ExperimentConfig:
+    """Parse gin ``files`` then ``bindings`` (later wins) into an :class:`ExperimentConfig`.
+
+    Raises:
+      ValueError: as :func:`parse_gin_config`.
+    """
+    return parse_gin_config(files, bindings, make_config)

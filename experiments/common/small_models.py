@@ -29,6 +29,7 @@ import jax.numpy as jnp
 import numpy as np
 import optax
 
+from experiments.common.config import parse_gin_config  # noqa: F401 (re-exported)
 from experiments.common.metrics import fmt_mean_std, mean_std, write_json  # noqa: F401 (re-exported)
 
 __all__ = [
@@ -227,38 +228,6 @@ def write_run(workdir: str, config: dict, results: dict) -> dict:
     out = dict(results, config=_normalise(config))
     write_json(os.path.join(workdir, "results.json"), out)
     return out
-
-
-def parse_gin_config(files: Sequence[str], bindings: Sequence[str], make: Callable[[], Any]) -> Any:
-    """Parse gin ``files`` then ``bindings`` (later wins) and return ``make()``.
-
-    ``make`` is a gin-configurable factory (e.g. ``gin.external_configurable(MyConfig, name=...)``).
-    ``include 'configs/...'`` resolves from any working directory.
-
-    Raises:
-      ValueError: a file cannot be read or is malformed, or a binding is invalid; the message
-        names the file (or says it was an override).
-    """
-    import tokenize
-
-    import gin
-
-    from experiments.common.config import _add_search_path
-
-    gin.clear_config()
-    _add_search_path()
-    for f in files:
-        try:
-            gin.parse_config_file(f)
-        except OSError as e:
-            raise ValueError(f"config file {f}: cannot be read ({e}).") from e
-        except (tokenize.TokenError, SyntaxError, ValueError, KeyError) as e:
-            raise ValueError(f"config file {f}: {type(e).__name__}: {e}") from e
-    try:
-        gin.parse_config(list(bindings))
-    except (tokenize.TokenError, SyntaxError, ValueError, KeyError) as e:
-        raise ValueError(f"config override: {type(e).__name__}: {e}") from e
-    return make()
 
 
 def paired_t_verdict(diffs: Sequence[float], *, test_over_train: float = 0.0, level: float = 0.05) -> str:
