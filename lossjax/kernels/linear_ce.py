@@ -24,7 +24,13 @@ _FLOAT_DTYPES = (jnp.float32, jnp.bfloat16, jnp.float16)
 
 
 def resolve_filter_eps(filter_eps: float | str | None, dtype) -> float | None:
-    """CCE's threshold: ``"auto"`` means ``finfo(dtype).eps / 32`` (bf16: 2^-12, f32: 2^-28)."""
+    """CCE's threshold: ``"auto"`` means ``finfo(dtype).eps / 32`` (bf16: 2^-12, f32: 2^-28).
+
+    Example:
+      >>> import jax.numpy as jnp
+      >>> resolve_filter_eps("auto", jnp.bfloat16), resolve_filter_eps(None, jnp.float32)
+      (0.000244140625, None)
+    """
     if filter_eps is None:
         return None
     if isinstance(filter_eps, str):

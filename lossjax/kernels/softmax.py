@@ -70,6 +70,12 @@ def extexp(x: jax.Array) -> tuple[jax.Array, jax.Array]:
     """Extended-exponent exponential: ``e^x = m * 2^n`` with n = floor(x log2 e + 1/2), m = e^(x - n ln 2).
 
     Returns f32 ``(m, n)``; x = -inf gives (0, -inf), x = +inf or NaN gives m = NaN.
+
+    Example:
+      >>> import jax.numpy as jnp
+      >>> m, n = extexp(jnp.array([0.0, 10.0]))   # e^10 = 1.3444 * 2^14
+      >>> [round(float(v), 4) for v in m], [int(v) for v in n]
+      ([1.0, 1.3444], [0, 14])
     """
     x = x.astype(jnp.float32)
     n = jnp.floor(jnp.clip(x * _LOG2E, -_N_CLIP, _N_CLIP) + 0.5)
@@ -88,13 +94,27 @@ def _dn(n: jax.Array, n_star: jax.Array) -> jax.Array:
 
 
 def extexp_merge(m_a, n_a, m_b, n_b) -> tuple[jax.Array, jax.Array]:
-    """Merge two extended-exponent sums: n* = max(n_a, n_b), m = m_a 2^(n_a-n*) + m_b 2^(n_b-n*)."""
+    """Merge two extended-exponent sums: n* = max(n_a, n_b), m = m_a 2^(n_a-n*) + m_b 2^(n_b-n*).
+
+    Example:
+      >>> import jax.numpy as jnp
+      >>> m, n = extexp_merge(*extexp(jnp.array(0.0)), *extexp(jnp.array(10.0)))
+      >>> round(float(m), 4), int(n)
+      (1.3444, 14)
+    """
     n_star = jnp.maximum(n_a, n_b)
     return _scale(m_a, _dn(n_a, n_star)) + _scale(m_b, _dn(n_b, n_star)), n_star
 
 
 def extexp_row_reduce(m: jax.Array, n: jax.Array, axis: int = -1) -> tuple[jax.Array, jax.Array]:
-    """Reduce (m, n) along ``axis`` into one extended-exponent sum (pass 1 on a tile)."""
+    """Reduce (m, n) along ``axis`` into one extended-exponent sum (pass 1 on a tile).
+
+    Example:
+      >>> import jax.numpy as jnp
+      >>> m, n = extexp_row_reduce(*extexp(jnp.array([0.0, 10.0])))   # 1 + e^10 = 1.34445 * 2^14
+      >>> round(float(m), 4), int(n)
+      (1.3444, 14)
+    """
     n_star = jnp.max(n, axis=axis, keepdims=True)
     m_sum = jnp.sum(_scale(m, _dn(n, n_star)), axis=axis)
     return m_sum, jnp.squeeze(n_star, axis)
@@ -104,6 +124,12 @@ def online_softmax_update(mx: jax.Array, s: jax.Array, x: jax.Array, axis: int =
     """Online normaliser update: M' = max(M, max x), S' = S e^(M - M') + sum e^(x - M').
 
     A running max of -inf uses 0 as the shift (empty tiles contribute 0, not NaN).
+
+    Example:
+      >>> import jax.numpy as jnp
+      >>> mx, s = online_softmax_update(jnp.array(2.0), jnp.array(1.1353), jnp.array([3.0]))
+      >>> float(mx), round(float(s), 4)   # 1.1353 e^-1 + 1
+      (3.0, 1.4177)
     """
     x = x.astype(jnp.float32)
     m_new = jnp.maximum(mx, jnp.max(x, axis=axis))
@@ -113,14 +139,28 @@ def online_softmax_update(mx: jax.Array, s: jax.Array, x: jax.Array, axis: int =
 
 
 def online_softmax_merge(m_a, s_a, m_b, s_b) -> tuple[jax.Array, jax.Array]:
-    """Merge two online states (M, S)."""
+    """Merge two online states (M, S).
+
+    Example:
+      >>> import jax.numpy as jnp
+      >>> mx, s = online_softmax_merge(jnp.array(2.0), jnp.array(1.1353), jnp.array(3.0), jnp.array(1.0))
+      >>> float(mx), round(float(s), 4)
+      (3.0, 1.4177)
+    """
     m = jnp.maximum(m_a, m_b)
     shift = jnp.where(m == -jnp.inf, 0.0, m)
     return m, s_a * jnp.exp(m_a - shift) + s_b * jnp.exp(m_b - shift)
 
 
 def online_softmax_row_reduce(x: jax.Array, axis: int = -1) -> tuple[jax.Array, jax.Array]:
-    """(M, S) of a whole tile along ``axis``."""
+    """(M, S) of a whole tile along ``axis``.
+
+    Example:
+      >>> import jax.numpy as jnp
+      >>> mx, s = online_softmax_row_reduce(jnp.array([0.0, 2.0]))   # s = e^-2 + 1
+      >>> float(mx), round(float(s), 4)
+      (2.0, 1.1353)
+    """
     red = x.shape[:axis % x.ndim] + x.shape[axis % x.ndim + 1:]
     return online_softmax_update(jnp.full(red, -jnp.inf, jnp.float32), jnp.zeros(red, jnp.float32), x, axis)
 

@@ -292,6 +292,11 @@ def masked_logsumexp(x: jax.Array, mask: jax.Array | None = None, axis: int = -1
     Entries that are masked out or equal to ``-inf`` contribute nothing; an empty sum gives
     ``-inf`` with a zero (not NaN) gradient. Masked entries never reach ``exp``, so a masked
     ``1e4`` or ``inf`` cannot overflow into the gradient.
+
+    Example:
+      >>> import jax.numpy as jnp
+      >>> round(float(masked_logsumexp(jnp.array([0.0, 0.0, 5.0]), jnp.array([True, True, False]))), 4)
+      0.6931
     """
     if mask is None:
         mask = x > -jnp.inf
@@ -337,6 +342,12 @@ def margin_lse(p: Prepared) -> jax.Array:
     Returns ``[...]`` for integer labels, and ``[..., K]`` (the statistic for every candidate
     class) for soft labels. ``-inf`` when the label is the only valid class (``K = 1`` or masked
     classes); gradients stay finite.
+
+    Example:
+      >>> import jax.numpy as jnp
+      >>> p = prepare(jnp.array([[2.0, 1.0, 0.1]]), jnp.array([0]))
+      >>> round(float(margin_lse(p)[0]), 4)  # log(e^-1 + e^-1.9)
+      -0.6588
     """
     x = p.logits
     if p.soft:

@@ -216,7 +216,14 @@ def saf(
 
 
 def find_saf_state(opt_state: Any) -> SAFState:
-    """The :class:`SAFState` inside a (chain / inject_hyperparams / masked) optimizer state."""
+    """The :class:`SAFState` inside a (chain / inject_hyperparams / masked) optimizer state.
+
+    Example:
+      >>> import jax.numpy as jnp, optax
+      >>> tx = optax.chain(saf(num_examples=4, num_classes=3), optax.sgd(0.1))
+      >>> type(find_saf_state(tx.init({"w": jnp.ones(2)}))).__name__
+      'SAFState'
+    """
     return T.find_state(opt_state, SAFState, "saf")
 
 
@@ -226,6 +233,14 @@ def saf_targets(opt_state: Any, sample_idx: ArrayLike, epoch: ArrayLike) -> Traj
     The weight is ``λ`` where ``start_epoch < epoch < end_epoch`` and a record from exactly
     epoch ``epoch − Ẽ`` exists, else 0. Call it *before* ``tx.update`` of the same step (which
     overwrites the slot of ``epoch``; with ``Ẽ + 1`` slots the two never coincide).
+
+    Example:
+      >>> import jax.numpy as jnp, optax
+      >>> tx = optax.chain(saf(lam=0.3, tau=5.0, delay_epochs=1, start_epoch=1, num_examples=4,
+      ...                      num_classes=3), optax.sgd(0.1))
+      >>> t = saf_targets(tx.init({"w": jnp.ones(2)}), jnp.array([0, 1]), 0)
+      >>> t.logits.shape, [float(v) for v in t.weight]   # before start_epoch: weight 0
+      ((2, 3), [0.0, 0.0])
     """
     st = find_saf_state(opt_state)
     slots = st.epochs.shape[1]
@@ -340,18 +355,40 @@ def mesa(
 
 
 def find_mesa_state(opt_state: Any) -> MESAState:
-    """The :class:`MESAState` inside a (chain / inject_hyperparams / masked) optimizer state."""
+    """The :class:`MESAState` inside a (chain / inject_hyperparams / masked) optimizer state.
+
+    Example:
+      >>> import jax.numpy as jnp, optax
+      >>> tx = optax.chain(optax.sgd(0.1), mesa(lam=0.8, tau=5.0))
+      >>> type(find_mesa_state(tx.init({"w": jnp.ones(2)}))).__name__
+      'MESAState'
+    """
     return T.find_state(opt_state, MESAState, "mesa")
 
 
 def mesa_params(opt_state: Any) -> Any:
-    """The EMA parameters ``v`` (float32) kept by :func:`mesa`, for the teacher forward pass."""
+    """The EMA parameters ``v`` (float32) kept by :func:`mesa`, for the teacher forward pass.
+
+    Example:
+      >>> import jax.numpy as jnp, optax
+      >>> tx = optax.chain(optax.sgd(0.1), mesa(lam=0.8, tau=5.0))
+      >>> [float(v) for v in mesa_params(tx.init({"w": jnp.ones(2)}))["w"]]   # EMA starts at params
+      [1.0, 1.0]
+    """
     return find_mesa_state(opt_state).ema
 
 
 def mesa_targets(opt_state: Any, ema_logits: ArrayLike, epoch: ArrayLike) -> TrajectoryTargets:
     """References for MESA: the EMA model's logits ``[B, C]`` with weight ``λ`` while the gate
-    ``start_epoch < epoch < end_epoch`` is open (0 otherwise). The logits get no gradient."""
+    ``start_epoch < epoch < end_epoch`` is open (0 otherwise). The logits get no gradient.
+
+    Example:
+      >>> import jax.numpy as jnp, optax
+      >>> tx = optax.chain(optax.sgd(0.1), mesa(lam=0.8, tau=5.0))
+      >>> t = mesa_targets(tx.init({"w": jnp.ones(2)}), jnp.zeros((2, 3)), 0)
+      >>> t.logits.shape, float(t.tau)
+      ((2, 3), 5.0)
+    """
     st = find_mesa_state(opt_state)
     z = jax.lax.stop_gradient(jnp.asarray(ema_logits)).astype(jnp.float32)
     on = _gate(jnp.asarray(epoch, jnp.int32), st.start_epoch, st.end_epoch)

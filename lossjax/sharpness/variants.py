@@ -414,6 +414,12 @@ def msam_params(opt_state: Any, params: Any, *, norm_eps: float = 1e-12) -> Any:
 
     ``opt_state`` is the :class:`MSAMState` or any chain state containing it; ρ is read from
     the state. At the first step ``v = 0`` and ``w̃ = w``.
+
+    Example:
+      >>> import jax.numpy as jnp
+      >>> params = {"w": jnp.ones(2)}
+      >>> [float(v) for v in msam_params(msam(0.1).init(params), params)["w"]]   # zero momentum: w̃ = w
+      [1.0, 1.0]
     """
     st = T.find_state(opt_state, MSAMState, "msam")
     return _msam_perturbed(params, st.momentum, st.rho, norm_eps)
