@@ -25,7 +25,6 @@ writes ``distill.md``, ``distill.json`` and ``distill.png`` into ``--out``. Over
 
 from __future__ import annotations
 
-import argparse
 import dataclasses
 import functools
 import os
@@ -42,6 +41,7 @@ import optax
 import lossjax
 from experiments.common import small_models as sm
 from experiments.common.metrics import append_jsonl, env_info, write_json
+from experiments.common.study_utils import arms_study_main
 from experiments.common.typecheck import check_field_types
 
 __all__ = ["DistillConfig", "METHODS", "parse_distill_config", "load_features", "train_teachers",
@@ -573,29 +573,15 @@ def _claims_text(study: dict) -> str:
     return "\n".join(lines) + "\n" + "\n".join(f"* {x}" for x in summary) + "\n\n" + _CAVEATS
 
 
-def main(argv: list[str] | None = None) -> int:
-    argv = list(sys.argv[1:] if argv is None else argv)
-    from experiments.common.config import split_overrides
-
-    bindings, rest = split_overrides(argv)
-    p = argparse.ArgumentParser(prog="python -m experiments.distill", description=__doc__.split("\n\n")[0],
-                                epilog="Overrides: --config.distill.<field>=<value>.")
-    p.add_argument("--config", action="append", default=[], metavar="FILE.gin",
-                   help="run only these configs (default: the full study, which also writes the report)")
-    p.add_argument("--workdir", default=os.path.join("runs", "distill"), help="runs directory")
-    p.add_argument("--out", default=os.path.join(ROOT, "experiments", "results"), help="report directory (full study)")
-    p.add_argument("--no_progress", action="store_true", help="no per-epoch progress lines")
-    a = p.parse_args(rest)
-    try:
-        study = run_study(a.config or None, bindings, a.workdir, None if a.config else a.out,
-                          progress=not a.no_progress)
-    except (ValueError, TypeError) as e:
-        print(f"error: {e}", file=sys.stderr)
-        return 2
+def _print_results(study: dict) -> None:
     for label, runs in study["settings"].items():
         print(f"## {label}\n{results_table(runs)}\n")
-    print(f"wall time {study['wall_time_s']:.1f} s")
-    return 0
+
+
+def main(argv: list[str] | None = None) -> int:
+    """Command line entry point (see the module docstring); returns the exit status."""
+    return arms_study_main(sys.argv[1:] if argv is None else argv, name="distill",
+                           description=__doc__.split("\n\n")[0], run_study=run_study, print_results=_print_results)
 
 
 if __name__ == "__main__":

@@ -26,7 +26,6 @@ jitted ``jax.lax.scan``. The float64 arm runs inside a ``jax.enable_x64`` contex
 
 from __future__ import annotations
 
-import argparse
 import dataclasses
 import os
 import sys
@@ -41,7 +40,7 @@ import optax
 
 import lossjax
 from experiments.common.metrics import append_jsonl, env_info, write_json
-from experiments.common.study_utils import load_done, save_done
+from experiments.common.study_utils import arms_study_main, load_done, save_done
 from experiments.common.typecheck import check_field_types
 
 __all__ = ["GrokkingConfig", "ARMS", "parse_grokking_config", "make_data", "init_params", "apply_mlp",
@@ -497,33 +496,14 @@ def write_report(study: dict, out: str) -> str:
     return path
 
 
-def main(argv: list[str] | None = None) -> int:
-    """Command line entry point (see the module docstring)."""
-    argv = list(sys.argv[1:] if argv is None else argv)
-    from experiments.common.config import split_overrides
-
-    try:
-        bindings, rest = split_overrides(argv)
-    except ValueError as e:
-        print(f"error: {e}", file=sys.stderr)
-        return 2
-    p = argparse.ArgumentParser(prog="python -m experiments.grokking", description=__doc__.split("\n\n")[0],
-                                epilog="Overrides: --config.grokking.<field>=<value>.")
-    p.add_argument("--config", action="append", default=[], metavar="FILE.gin",
-                   help="run only these arms (default: the full study, which also writes the report)")
-    p.add_argument("--workdir", default=os.path.join("runs", "grokking"), help="runs directory")
-    p.add_argument("--out", default=os.path.join(ROOT, "experiments", "results"), help="report directory (full study)")
-    p.add_argument("--no_progress", action="store_true", help="no progress lines")
-    a = p.parse_args(rest)
-    try:
-        study = run_study(a.config or None, bindings, a.workdir, None if a.config else a.out,
-                          progress=not a.no_progress)
-    except (ValueError, TypeError) as e:
-        print(f"error: {e}", file=sys.stderr)
-        return 2
+def _print_results(study: dict) -> None:
     print(results_table(study["runs"]))
-    print(f"wall time {study['wall_time_s']:.1f} s")
-    return 0
+
+
+def main(argv: list[str] | None = None) -> int:
+    """Command line entry point (see the module docstring); returns the exit status."""
+    return arms_study_main(sys.argv[1:] if argv is None else argv, name="grokking",
+                           description=__doc__.split("\n\n")[0], run_study=run_study, print_results=_print_results)
 
 
 if __name__ == "__main__":

@@ -1,6 +1,7 @@
-"""Small helpers shared by the loss-paper studies ``experiments.noisy_labels`` and
-``experiments.calibration``: the command line, resumable result files, a flax MLP, chunked
-evaluation and table formatting.
+"""Small helpers shared by the loss-paper studies: the command lines (``study_parser`` +
+``parse_study_config`` for ``experiments.noisy_labels`` and ``experiments.calibration``,
+``arms_study_main`` for ``grokking``, ``regression`` and ``distill``), resumable result files, a
+flax MLP, chunked evaluation and table formatting.
 
 Both studies read their own gin selector (``noisy_labels`` / ``calibration``) next to the
 common ``data``/``model``/``optim``/``train`` selectors, so a study config is parsed with
@@ -12,6 +13,7 @@ from __future__ import annotations
 
 import argparse
 import os
+import sys
 from typing import Any, Callable, Sequence
 
 import flax.linen as nn
@@ -22,8 +24,8 @@ from experiments.common.config import ExperimentConfig, parse_config, split_over
 from experiments.common.metrics import fmt_mean_std, mean_std, write_json  # noqa: F401 (re-exported)
 from experiments.common.small_models import finished_run as load_done  # noqa: F401 (re-exported)
 
-__all__ = ["MLP", "study_parser", "parse_study_config", "load_done", "save_done", "mean_std", "fmt_mean_std",
-           "chunked_apply", "ROOT"]
+__all__ = ["MLP", "study_parser", "parse_study_config", "arms_study_main", "load_done", "save_done", "mean_std",
+           "fmt_mean_std", "chunked_apply", "ROOT"]
 
 ROOT = os.path.dirname(os.path.dirname(os.path.dirname(os.path.abspath(__file__))))
 
@@ -92,6 +94,51 @@ def parse_study_config(argv: Sequence[str], parser: argparse.ArgumentParser, def
     except TypeError as e:  # gin wraps a bad field type in a TypeError
         raise ValueError(str(e)) from e
     return exp, study, args
+
+
+def arms_study_main(argv: Sequence[str], *, name: str, description: str,
+                    run_study: Callable[..., dict], print_results: Callable[[dict], None]) -> int:
+    """Command line of the studies built from arms (``grokking``, ``regression``, ``distill``).
+
+    ``python -m experiments.<name> [--config ARM.gin ...] [--workdir W] [--out O] [--no_progress]
+    [--config.<name>.<field>=v ...]``: without ``--config`` the full study runs and writes its report to
+    ``--out``; with ``--config`` only those arms run (no report). ``run_study(configs, bindings, workdir,
+    out, progress=...)`` does the work and ``print_results(study)`` prints its tables.
+
+    Returns the exit status: 0, or 2 after printing ``error: ...`` for a malformed override, config file
+    or field value.
+
+    Example:
+      >>> def run(configs, bindings, workdir, out, progress):
+      ...     return {"bindings": bindings, "wall_time_s": 0.0}
+      >>> arms_study_main(["--config.demo.seed=3", "--no_progress"], name="demo", description="",
+      ...                 run_study=run, print_results=lambda study: print(study["bindings"]))
+      ['demo.seed = 3']
+      wall time 0.0 s
+      0
+    """
+    try:
+        bindings, rest = split_overrides(list(argv))
+    except ValueError as e:
+        print(f"error: {e}", file=sys.stderr)
+        return 2
+    p = argparse.ArgumentParser(prog=f"python -m experiments.{name}", description=description,
+                                epilog=f"Overrides: --config.{name}.<field>=<value>.")
+    p.add_argument("--config", action="append", default=[], metavar="FILE.gin",
+                   help="run only these arms (default: the full study, which also writes the report)")
+    p.add_argument("--workdir", default=os.path.join("runs", name), help="runs directory")
+    p.add_argument("--out", default=os.path.join(ROOT, "experiments", "results"), help="report directory (full study)")
+    p.add_argument("--no_progress", action="store_true", help="no progress lines")
+    a = p.parse_args(rest)
+    try:
+        study = run_study(a.config or None, bindings, a.workdir, None if a.config else a.out,
+                          progress=not a.no_progress)
+    except (ValueError, TypeError) as e:
+        print(f"error: {e}", file=sys.stderr)
+        return 2
+    print_results(study)
+    print(f"wall time {study['wall_time_s']:.1f} s")
+    return 0
 
 
 def save_done(workdir: str, results: dict) -> None:

@@ -20,6 +20,7 @@ __all__ = ["linear_cross_entropy", "resolve_filter_eps", "IMPLS", "REDUCTIONS"]
 
 IMPLS = ("auto", "naive", "chunked", "pallas", "triton")
 REDUCTIONS = ("mean", "sum", "none")
+FWD_LOOPS = ("nested", "flat")
 _FLOAT_DTYPES = (jnp.float32, jnp.bfloat16, jnp.float16)
 
 
@@ -65,7 +66,7 @@ def _backend() -> str:
 
 
 def _pallas_setup(e, c, bias, t, cfg: LinearCEConfig, interpret: bool, block_n, block_v, block_d,
-                  v_splits, num_warps, num_stages, bwd_chunk):
+                  v_splits, num_warps, num_stages, bwd_chunk, fwd_loop="nested"):
     """Choose legal block sizes for the given shapes; pad only tiny dimensions (never C for real V)."""
     n, dim = e.shape
     vocab = c.shape[0]
@@ -96,6 +97,7 @@ def _pallas_setup(e, c, bias, t, cfg: LinearCEConfig, interpret: bool, block_n, 
     cfg = dataclasses.replace(
         cfg, block_n=bn, block_v=bv, block_d=bd, v_splits=int(v_splits), interpret=interpret,
         num_warps=num_warps or (8 if not interpret else 4), num_stages=num_stages or 3, bwd_block_v=bwd_bv, bwd_chunk=chunk,
+        fwd_loop=fwd_loop,
     )
     return e, c, bias, t, cfg, pad_n
 
@@ -122,6 +124,7 @@ def linear_cross_entropy(
     bwd_chunk: int | None = None,
     num_warps: int | None = None,
     num_stages: int | None = None,
+    fwd_loop: Literal["nested", "flat"] = "nested",
     interpret: bool | None = None,
 ) -> jax.Array | tuple[jax.Array, jax.Array]:
     r"""Cross-entropy of ``embeddings @ classifier.T`` against ``targets`` without materialising the logits.
@@ -168,6 +171,9 @@ def linear_cross_entropy(
       v_splits: Pallas forward vocabulary splits (default: enough programs to fill the GPU).
       bwd_chunk: Pallas backward vocabulary super-chunk (G is [N, bwd_chunk]).
       num_warps, num_stages: Pallas-Triton compiler parameters.
+      fwd_loop: Pallas forward loop structure: 'nested' (a D loop inside the vocabulary-tile loop) or
+        'flat' (one loop over (tile, D slice) pairs, so the software pipeline does not drain between
+        tiles); same values, a tuning choice measured by ``benchmarks/kernels_gpu.py``.
       interpret: Pallas interpret mode (default: True unless the default backend is a GPU).
 
     Returns:
@@ -228,6 +234,8 @@ def linear_cross_entropy(
         raise TypeError(f"ignore_index must be an int, got {ignore_index!r}")
     for name, val in (("block_n", block_n), ("block_v", block_v), ("block_d", block_d), ("bwd_chunk", bwd_chunk)):
         _check_block(name, val)
+    if not isinstance(fwd_loop, str) or fwd_loop not in FWD_LOOPS:
+        raise ValueError(f"fwd_loop must be one of {FWD_LOOPS}, got {fwd_loop!r}")
     if v_splits is not None and (isinstance(v_splits, bool) or not isinstance(v_splits, (int, np.integer)) or v_splits < 1):
         raise ValueError(f"v_splits must be a positive int, got {v_splits!r}")
     eps = resolve_filter_eps(filter_eps, e.dtype)
@@ -272,7 +280,7 @@ def linear_cross_entropy(
         if interpret is None:
             interpret = _backend() != "gpu"
         ep, cp, bp, tp, cfg, pad_n = _pallas_setup(e2, c, b, t2, cfg, bool(interpret), block_n, block_v,
-                                                    block_d, v_splits, num_warps, num_stages, bwd_chunk)
+                                                    block_d, v_splits, num_warps, num_stages, bwd_chunk, fwd_loop)
         if not interpret and c.shape[0] < 16:
             nll, lse = chunked_nll_lse(e2, c, b, t2, dataclasses.replace(cfg, block_v=c.shape[0]))
         else:

@@ -49,6 +49,8 @@ class LinearCEConfig:
       block_v: vocabulary tile of the pure-JAX path (and super-chunk of the Pallas backward).
       block_n, block_d: Pallas row / contraction tiles.
       v_splits: Pallas forward vocabulary splits (independent grid axis).
+      fwd_loop: Pallas forward loop structure, 'nested' (tile loop around a D loop) or 'flat' (one loop
+        over (tile, D slice) pairs, epilogue under ``lax.cond``).
       interpret: run Pallas kernels in interpret mode.
       num_warps, num_stages: Pallas-Triton compiler parameters.
       filter_block: rows x columns granularity of the gradient filter in the pure-JAX path.
@@ -68,6 +70,7 @@ class LinearCEConfig:
     filter_block: int = 128
     bwd_block_v: int = 128
     bwd_chunk: int = 8192
+    fwd_loop: str = "nested"
 
 
 def matmul_precision(dtype) -> lax.Precision:

@@ -7,7 +7,9 @@ in interpret mode (CPU tests) and compiled through Pallas-Triton on CUDA GPUs.
 * Forward: grid ``(cdiv(N, bn), S)``. Program (i, s) owns rows ``[r0, r0 + bn)`` and the s-th share of the
   vocabulary tiles; it streams tiles of ``bv`` columns, each a ``[bn, bv]`` f32 logit tile accumulated over
   ``D / bd`` slices of E and C, and keeps the online (max, sum) state, the target logit and (with label
-  smoothing) the logit sum. The S partial states are merged by XLA. Neither E nor C is padded: the last
+  smoothing) the logit sum. The S partial states are merged by XLA. ``fwd_loop='flat'`` runs the same
+  work as one loop over (tile, D slice) pairs with the epilogue under ``lax.cond`` (see
+  :func:`_fwd_kernel_flat`); ``'nested'`` (default) nests the D loop inside the tile loop. Neither E nor C is padded: the last
   row tile is clamped to ``[N - bn, N)`` and the last vocabulary tile to ``[V - bv, V)``; re-read columns
   are masked and re-computed rows are written twice with identical values.
 * Backward ("B1"): for each vocabulary super-chunk of ``bwd_chunk`` columns a Pallas kernel writes the
@@ -106,6 +108,62 @@ def _fwd_kernel(*refs, n, vocab, dim, bn, bv, bd, per, n_tiles, softcap, smooth,
     sz_ref[sp, pl.ds(r0, bn)] = sz
 
 
+def _fwd_kernel_flat(*refs, n, vocab, dim, bn, bv, bd, per, n_tiles, softcap, smooth, has_bias, prec):
+    """The forward as one flat loop over (vocabulary tile, D slice) pairs (``fwd_loop='flat'``).
+
+    Same result as :func:`_fwd_kernel`, but the D slices of consecutive tiles form a single loop, so
+    the Triton software pipeliner (``num_stages``) keeps prefetching E and C slices across tile
+    boundaries instead of draining at the end of every tile; the online (max, sum) epilogue runs
+    under ``lax.cond`` on the last slice of each tile (the layout of Triton's persistent matmul).
+    """
+    if has_bias:
+        e_ref, c_ref, b_ref, t_ref, m_ref, s_ref, zt_ref, sz_ref = refs
+    else:
+        e_ref, c_ref, t_ref, m_ref, s_ref, zt_ref, sz_ref = refs
+        b_ref = None
+    i = pl.program_id(0)
+    sp = pl.program_id(1)
+    r0 = jnp.minimum(i * bn, n - bn)
+    tcol = t_ref[pl.ds(r0, bn)][:, None]
+    iota = lax.broadcasted_iota(jnp.int32, (1, bv), 1)
+    kd = dim // bd
+    f32 = jnp.float32
+
+    def body(it, carry):
+        acc, m, s, zt, sz = carry
+        jj = it // kd
+        k = it - jj * kd
+        j = sp * per + jj
+        v0 = jnp.minimum(j * bv, vocab - bv)
+        ek = e_ref[pl.ds(r0, bn), pl.ds(k * bd, bd)]
+        ck = c_ref[pl.ds(v0, bv), pl.ds(k * bd, bd)]
+        acc = acc + lax.dot_general(ek, ck, (((1,), (1,)), ((), ())), preferred_element_type=f32, precision=prec)
+
+        def epilogue(state):
+            acc, m, s, zt, sz = state
+            z = acc
+            if b_ref is not None:
+                z = z + b_ref[pl.ds(v0, bv)].astype(f32)[None, :]
+            z = apply_softcap(z, softcap)
+            cols = v0 + iota
+            keep = jnp.logical_and(cols >= j * bv, j < n_tiles)
+            m, s = online_lse_update(m, s, jnp.where(keep, z, -jnp.inf))
+            zt = zt + jnp.sum(jnp.where(jnp.logical_and(cols == tcol, keep), z, 0.0), axis=1)
+            if smooth:
+                sz = sz + jnp.sum(jnp.where(keep, z, 0.0), axis=1)
+            return jnp.zeros_like(acc), m, s, zt, sz
+
+        return lax.cond(k == kd - 1, epilogue, lambda state: state, (acc, m, s, zt, sz))
+
+    init = (jnp.zeros((bn, bv), f32), jnp.full((bn,), -jnp.inf, f32), jnp.zeros((bn,), f32),
+            jnp.zeros((bn,), f32), jnp.zeros((bn,), f32))
+    _, m, s, zt, sz = lax.fori_loop(0, per * kd, body, init)
+    m_ref[sp, pl.ds(r0, bn)] = m
+    s_ref[sp, pl.ds(r0, bn)] = s
+    zt_ref[sp, pl.ds(r0, bn)] = zt
+    sz_ref[sp, pl.ds(r0, bn)] = sz
+
+
 def pallas_lse_partials(e, c, bias, targets, cfg: LinearCEConfig):
     """Run the forward kernel; returns per-split partials ``(M, S, z_t, sum z)``, each [splits, N] f32."""
     n, dim = e.shape
@@ -115,7 +173,7 @@ def pallas_lse_partials(e, c, bias, targets, cfg: LinearCEConfig):
     splits = max(1, min(cfg.v_splits, n_tiles))
     per = -(-n_tiles // splits)
     kernel = functools.partial(
-        _fwd_kernel, n=n, vocab=vocab, dim=dim, bn=bn, bv=bv, bd=bd, per=per, n_tiles=n_tiles,
+        _fwd_kernel_flat if cfg.fwd_loop == "flat" else _fwd_kernel, n=n, vocab=vocab, dim=dim, bn=bn, bv=bv, bd=bd, per=per, n_tiles=n_tiles,
         softcap=cfg.softcap, smooth=bool(cfg.label_smoothing), has_bias=bias is not None,
         prec=matmul_precision(e.dtype),
     )

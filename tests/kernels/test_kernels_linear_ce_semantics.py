@@ -190,6 +190,8 @@ def test_validation_errors_name_the_argument():
         linear_cross_entropy(e, c, t, bias=jnp.zeros(3))
     with pytest.raises(TypeError, match="classifier dtype"):
         linear_cross_entropy(e, c.astype(jnp.bfloat16), t)
+    with pytest.raises(ValueError, match="fwd_loop"):
+        linear_cross_entropy(e, c, t, impl="pallas", fwd_loop="unrolled")
     for name in ("block_n", "block_v", "block_d"):
         with pytest.raises(ValueError, match=name):
             linear_cross_entropy(e, c, t, impl="pallas", **{name: 48})

@@ -29,7 +29,8 @@ def _lower(fn, *args):
         return jax.jit(fn).trace(*args).lower(lowering_platforms=("cuda",)).as_text()
 
 
-def test_linear_ce_kernels_lower_to_triton():
+@pytest.mark.parametrize("fwd_loop", ["nested", "flat"])
+def test_linear_ce_kernels_lower_to_triton(fwd_loop):
     # Gemma-2-like D=2304 (not a power of two: loads are power-of-two pl.ds slices), V and N not divisible
     e = jax.ShapeDtypeStruct((1000, 2304), jnp.bfloat16)
     c = jax.ShapeDtypeStruct((5000, 2304), jnp.bfloat16)
@@ -38,6 +39,7 @@ def test_linear_ce_kernels_lower_to_triton():
     def f(e, c, t):
         return jax.value_and_grad(lambda e, c: linear_cross_entropy(
             e, c, t, impl="pallas", interpret=False, softcap=30.0, label_smoothing=0.1, filter_eps="auto",
+            fwd_loop=fwd_loop, bias=jnp.zeros((5000,), jnp.bfloat16),
         ).astype(jnp.float32), argnums=(0, 1))(e, c)
 
     text = _lower(f, e, c, t)
