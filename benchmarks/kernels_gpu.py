@@ -14,7 +14,8 @@ Parts (``--parts``, comma separated; default ``check,tune,ce,peak,softmax,target
 * ``check``: compiled Pallas and chunked vs a float64 NumPy reference (values, LSE, dE, dC).
 * ``tune``: Pallas forward sweep (bn, bv, bd, warps, stages, ``fwd_loop`` nested/flat, v_splits) at
   (8192, 4096, 32768); the best few are re-timed at every ``ce`` shape, which then uses the best per shape.
-* ``ce``: XLA full logits (optax) vs Pallas vs chunked, bf16, fwd and fwd+bwd, memory_analysis temp.
+* ``ce``: XLA full logits (optax) vs Pallas vs chunked, bf16, fwd and fwd+bwd, memory_analysis temp;
+  Pallas fwd+bwd with both backwards (``bwd_impl`` 'pallas' and 'xla').
 * ``peak``: fresh-subprocess peak memory at the Gemma 2 shape (N=8192, D=2304, V=256000, softcap 30).
 * ``softmax``: two-pass softmax vs jax.nn.softmax and a copy, GB/s.
 * ``targets``: the issue's targets, each with the measured value and pass/fail.
@@ -375,7 +376,9 @@ def part_ce(res, iters):
         ref = None
         plan = [("xla", {}, "-"), ("chunked", {"block_v": 8192}, "block_v=8192")]
         if best is not None:
-            plan.insert(1, ("pallas", dict(_cfg_kw(best[0], v), **bwd_kw), _cfg_name(best[0])))
+            kw = dict(_cfg_kw(best[0], v), **bwd_kw)
+            plan[1:1] = [("pallas", kw, _cfg_name(best[0]) + ",bwd=pallas"),
+                         ("pallas", dict(kw, bwd_impl="xla", bwd_chunk=8192), _cfg_name(best[0]) + ",bwd=xla,chunk=8192")]
         for impl, kw, name in plan:
             for mode in ("fwd", "fwd+bwd") if impl != "pallas" else ("fwd+bwd",):
                 if _skip(res, "ce", reserve=30.0, impl=impl, n=n, d=d, v=v, mode=mode):
@@ -416,14 +419,18 @@ def part_peak(res, iters):
     cfg = _top_cfgs(res, 1)[0]
     grads = (n + v) * d * 2
     inputs = (n + v) * d * 2 + 4 * n
-    plan = [("pallas", _cfg_kw(cfg, v), "fwd+bwd"), ("pallas", _cfg_kw(cfg, v), "fwd")]
+    name = _cfg_name(cfg)
+    plan = [("pallas", _cfg_kw(cfg, v), "fwd+bwd", name + ",bwd=pallas"),
+            ("pallas", dict(_cfg_kw(cfg, v), bwd_impl="xla", bwd_chunk=8192), "fwd+bwd", name + ",bwd=xla,chunk=8192"),
+            ("pallas", _cfg_kw(cfg, v), "fwd", name)]
     if os.environ.get("LOSSJAX_PEAK_ALL"):
-        plan += [(i, kw, m) for i, kw in (("chunked", {"block_v": 8192}), ("xla", {})) for m in ("fwd", "fwd+bwd")]
-    for impl, ikw, mode in plan:
-        if _skip(res, "peak", reserve=40.0, impl=impl, mode=mode):
+        plan += [(i, kw, m, nm) for i, kw, nm in (("chunked", {"block_v": 8192}, "block_v=8192"), ("xla", {}, "-"))
+                 for m in ("fwd", "fwd+bwd")]
+    for impl, ikw, mode, cfg_name in plan:
+        if _skip(res, "peak", reserve=40.0, impl=impl, mode=mode, config=cfg_name):
             continue
         spec = "|".join([impl, str(n), str(d), str(v), str(sc), mode, json.dumps(ikw)])
-        row = dict(impl=impl, n=n, d=d, v=v, softcap=sc, mode=mode, config=_cfg_name(cfg) if impl == "pallas" else "-")
+        row = dict(impl=impl, n=n, d=d, v=v, softcap=sc, mode=mode, config=cfg_name)
         try:
             p = subprocess.run([sys.executable, __file__, "--worker", spec], capture_output=True, text=True,
                                timeout=max(30, min(240, _time_left() - 20)),
@@ -516,7 +523,8 @@ def part_targets(res, iters=None):
         for mode, p_, x_ in (("fwd", pf, xf), ("fwd+bwd", pb, xb)):
             ok = None if p_ is None or x_ is None else p_["median_ms"] <= x_["median_ms"]
             rows.append(dict(target=f"Pallas {mode} never slower than XLA full logits", shape=tag,
-                             measured=None if ok is None else f"{p_['median_ms']:.2f} vs {x_['median_ms']:.2f} ms",
+                             measured=None if ok is None else f"{p_['median_ms']:.2f} vs {x_['median_ms']:.2f} ms "
+                                                              f"({p_.get('config')})",
                              verdict=_verdict(ok)))
         ok = None if pf is None or cf is None else pf["median_ms"] <= cf["median_ms"]
         rows.append(dict(target="(must) Pallas fwd >= 1.0x chunked speed", shape=tag,
@@ -526,7 +534,7 @@ def part_targets(res, iters=None):
         if r.get("mode") == "fwd+bwd" and r.get("impl") == "pallas" and "extra_MiB_beyond_inputs_and_grads" in r:
             x = r["extra_MiB_beyond_inputs_and_grads"]
             rows.append(dict(target="peak memory beyond inputs+grads < 1.5 GiB", shape="N=%d,D=%d,V=%d" % (r["n"], r["d"], r["v"]),
-                             measured=f"{x:.0f} MiB", verdict=_verdict(x < 1536)))
+                             measured=f"{x:.0f} MiB ({r.get('config')})", verdict=_verdict(x < 1536)))
     sm = [r for r in res.get("softmax", []) if "median_ms" in r]
     for key in sorted({(r["rows"], r["v"], r["dtype"]) for r in sm}):
         grp = [r for r in sm if (r["rows"], r["v"], r["dtype"]) == key]

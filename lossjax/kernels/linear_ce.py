@@ -21,6 +21,7 @@ __all__ = ["linear_cross_entropy", "resolve_filter_eps", "IMPLS", "REDUCTIONS"]
 IMPLS = ("auto", "naive", "chunked", "pallas", "triton")
 REDUCTIONS = ("mean", "sum", "none")
 FWD_LOOPS = ("nested", "flat")
+BWD_IMPLS = ("pallas", "xla")
 _FLOAT_DTYPES = (jnp.float32, jnp.bfloat16, jnp.float16)
 
 
@@ -66,7 +67,7 @@ def _backend() -> str:
 
 
 def _pallas_setup(e, c, bias, t, cfg: LinearCEConfig, interpret: bool, block_n, block_v, block_d,
-                  v_splits, num_warps, num_stages, bwd_chunk, fwd_loop="nested"):
+                  v_splits, num_warps, num_stages, bwd_chunk, fwd_loop="nested", bwd_impl="pallas"):
     """Choose legal block sizes for the given shapes; pad only tiny dimensions (never C for real V)."""
     n, dim = e.shape
     vocab = c.shape[0]
@@ -97,7 +98,7 @@ def _pallas_setup(e, c, bias, t, cfg: LinearCEConfig, interpret: bool, block_n, 
     cfg = dataclasses.replace(
         cfg, block_n=bn, block_v=bv, block_d=bd, v_splits=int(v_splits), interpret=interpret,
         num_warps=num_warps or (8 if not interpret else 4), num_stages=num_stages or 3, bwd_block_v=bwd_bv, bwd_chunk=chunk,
-        fwd_loop=fwd_loop,
+        fwd_loop=fwd_loop, bwd_impl=bwd_impl,
     )
     return e, c, bias, t, cfg, pad_n
 
@@ -125,6 +126,7 @@ def linear_cross_entropy(
     num_warps: int | None = None,
     num_stages: int | None = None,
     fwd_loop: Literal["nested", "flat"] = "nested",
+    bwd_impl: Literal["pallas", "xla"] = "pallas",
     interpret: bool | None = None,
 ) -> jax.Array | tuple[jax.Array, jax.Array]:
     r"""Cross-entropy of ``embeddings @ classifier.T`` against ``targets`` without materialising the logits.
@@ -174,6 +176,9 @@ def linear_cross_entropy(
       fwd_loop: Pallas forward loop structure: 'nested' (a D loop inside the vocabulary-tile loop) or
         'flat' (one loop over (tile, D slice) pairs, so the software pipeline does not drain between
         tiles); same values, a tuning choice measured by ``benchmarks/kernels_gpu.py``.
+      bwd_impl: Pallas-path backward: 'pallas' (a kernel writes each [N, bwd_chunk] gradient tile in the
+        input dtype, XLA runs the two GEMMs) or 'xla' (the chunked backward, ``bwd_chunk`` f32 tiles
+        recomputed by XLA GEMMs; more temporary memory).
       interpret: Pallas interpret mode (default: True unless the default backend is a GPU).
 
     Returns:
@@ -236,6 +241,8 @@ def linear_cross_entropy(
         _check_block(name, val)
     if not isinstance(fwd_loop, str) or fwd_loop not in FWD_LOOPS:
         raise ValueError(f"fwd_loop must be one of {FWD_LOOPS}, got {fwd_loop!r}")
+    if not isinstance(bwd_impl, str) or bwd_impl not in BWD_IMPLS:
+        raise ValueError(f"bwd_impl must be one of {BWD_IMPLS}, got {bwd_impl!r}")
     if v_splits is not None and (isinstance(v_splits, bool) or not isinstance(v_splits, (int, np.integer)) or v_splits < 1):
         raise ValueError(f"v_splits must be a positive int, got {v_splits!r}")
     eps = resolve_filter_eps(filter_eps, e.dtype)
@@ -280,7 +287,7 @@ def linear_cross_entropy(
         if interpret is None:
             interpret = _backend() != "gpu"
         ep, cp, bp, tp, cfg, pad_n = _pallas_setup(e2, c, b, t2, cfg, bool(interpret), block_n, block_v,
-                                                    block_d, v_splits, num_warps, num_stages, bwd_chunk, fwd_loop)
+                                                    block_d, v_splits, num_warps, num_stages, bwd_chunk, fwd_loop, bwd_impl)
         if not interpret and c.shape[0] < 16:
             nll, lse = chunked_nll_lse(e2, c, b, t2, dataclasses.replace(cfg, block_v=c.shape[0]))
         else:

@@ -23,7 +23,7 @@ from lossjax.kernels.linear_ce_common import (
     tile_grad_logits,
 )
 
-__all__ = ["chunked_nll_lse"]
+__all__ = ["chunked_nll_lse", "chunked_backward"]
 
 
 def _tile_logits(e, c, bias, v0, bv, softcap):
@@ -89,7 +89,9 @@ def _filter_mask(d: jax.Array, eps: float, block: int) -> jax.Array:
     return big[:n, :bv]
 
 
-def _backward(cfg: LinearCEConfig, res, cts):
+def chunked_backward(cfg: LinearCEConfig, res, cts):
+    """The VJP of :func:`chunked_nll_lse` from its residuals ``(e, c, bias, targets, lse)`` and the
+    cotangents of ``(nll, lse)``; also the Pallas path's ``bwd_impl='xla'`` backward."""
     e, c, bias, targets, lse = res
     g_nll, g_lse = cts
     n, dim = e.shape
@@ -161,4 +163,4 @@ def _fwd(e, c, bias, targets, cfg):
     return (nll, lse), (e, c, bias, targets, lse)
 
 
-chunked_nll_lse.defvjp(_fwd, _backward)
+chunked_nll_lse.defvjp(_fwd, chunked_backward)

@@ -51,6 +51,8 @@ class LinearCEConfig:
       v_splits: Pallas forward vocabulary splits (independent grid axis).
       fwd_loop: Pallas forward loop structure, 'nested' (tile loop around a D loop) or 'flat' (one loop
         over (tile, D slice) pairs, epilogue under ``lax.cond``).
+      bwd_impl: Pallas-path backward, 'pallas' (gradient-tile kernel + XLA GEMMs) or 'xla' (the
+        chunked path's backward with ``bwd_chunk`` tiles).
       interpret: run Pallas kernels in interpret mode.
       num_warps, num_stages: Pallas-Triton compiler parameters.
       filter_block: rows x columns granularity of the gradient filter in the pure-JAX path.
@@ -71,6 +73,7 @@ class LinearCEConfig:
     bwd_block_v: int = 128
     bwd_chunk: int = 8192
     fwd_loop: str = "nested"
+    bwd_impl: str = "pallas"
 
 
 def matmul_precision(dtype) -> lax.Precision:

@@ -16,12 +16,15 @@ in interpret mode (CPU tests) and compiled through Pallas-Triton on CUDA GPUs.
   gradient tile ``G = dloss/dlogits`` (fused recompute, softmax, one-hot, softcap derivative and optional
   filter) in the operand dtype, and XLA runs ``dE += G C_chunk`` and ``dC_chunk = G^T E``. Extra memory is
   ``N * bwd_chunk`` elements of G plus an f32 dE accumulator; the logits are never materialised.
+  ``bwd_impl='xla'`` instead recomputes each ``[N, bwd_chunk]`` logit tile with an XLA GEMM (the
+  chunked path's backward): f32 tiles, more temporary memory, cuBLAS speed for the recompute.
 
 All loads are power-of-two ``pl.ds`` slices (a Pallas-Triton rule); the wrapper rejects other block sizes.
 """
 
 from __future__ import annotations
 
+import dataclasses
 import functools
 
 import jax
@@ -29,6 +32,7 @@ import jax.numpy as jnp
 from jax import lax
 from jax.experimental import pallas as pl
 
+from lossjax.kernels.linear_ce_chunked import chunked_backward
 from lossjax.kernels.linear_ce_common import (
     LinearCEConfig,
     apply_softcap,
@@ -257,6 +261,9 @@ def _forward(e, c, bias, targets, cfg):
 
 
 def _backward(cfg: LinearCEConfig, res, cts):
+    if cfg.bwd_impl == "xla":
+        # recompute each [N, bwd_chunk] logit tile with XLA GEMMs (the chunked path's backward)
+        return chunked_backward(dataclasses.replace(cfg, block_v=cfg.bwd_chunk), res, cts)
     e, c, bias, targets, lse = res
     g_nll, g_lse = cts
     n, dim = e.shape

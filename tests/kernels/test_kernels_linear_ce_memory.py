@@ -70,3 +70,6 @@ def test_pallas_interpret_temp_has_no_nv_term():
     assert large <= 4.5 * c_bytes + 4 * e_bytes + MIB
     fb = _temp(_fwd_bwd("pallas", **kw), *_sds(4096, d, v))
     assert fb < 4096 * v * 4  # well under one copy of the f32 logits (128 MiB here)
+    # the XLA-GEMM backward holds [N, bwd_chunk] f32 tiles: bounded by the chunk, not by V
+    fb_xla = _temp(_fwd_bwd("pallas", bwd_impl="xla", bwd_chunk=1024, **kw), *_sds(4096, d, v))
+    assert fb_xla < 4096 * 1024 * 4 * 4 + 4 * e_bytes + 2 * c_bytes

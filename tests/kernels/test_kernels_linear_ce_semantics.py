@@ -192,6 +192,8 @@ def test_validation_errors_name_the_argument():
         linear_cross_entropy(e, c.astype(jnp.bfloat16), t)
     with pytest.raises(ValueError, match="fwd_loop"):
         linear_cross_entropy(e, c, t, impl="pallas", fwd_loop="unrolled")
+    with pytest.raises(ValueError, match="bwd_impl"):
+        linear_cross_entropy(e, c, t, impl="pallas", bwd_impl="cuda")
     for name in ("block_n", "block_v", "block_d"):
         with pytest.raises(ValueError, match=name):
             linear_cross_entropy(e, c, t, impl="pallas", **{name: 48})

@@ -57,33 +57,40 @@ def test_values_and_grads_f32(impl, n, d, v, bv, softcap, reduction, use_bias, b
         assert np.all(np.asarray(grads[0])[ignored] == 0.0)
 
 
-# (N, D, V, block_n, block_v, block_d, v_splits, softcap, smoothing, bias, dtype)
+# (N, D, V, block_n, block_v, block_d, v_splits, softcap, smoothing, bias, dtype, bwd_impl)
 FLAT_CASES = [
-    (37, 48, 777, 32, 128, 16, 1, 5.0, 0.1, True, "float32"),     # N, V not divisible; 3 D slices per tile
-    (64, 64, 1000, 32, 128, 32, 3, None, 0.0, False, "float32"),  # 8 tiles over 3 splits: an empty tile slot
-    (64, 64, 1000, 32, 256, 64, 2, 30.0, 0.0, False, "bfloat16"),  # one D slice per tile
+    (37, 48, 777, 32, 128, 16, 1, 5.0, 0.1, True, "float32", "pallas"),   # N, V not divisible; 3 D slices/tile
+    (64, 64, 1000, 32, 128, 32, 3, None, 0.0, False, "float32", "xla"),   # 8 tiles over 3 splits: an empty slot
+    (37, 48, 777, 32, 128, 16, 2, 5.0, 0.1, True, "float32", "xla"),      # XLA backward with bias and smoothing
+    (64, 64, 1000, 32, 256, 64, 2, 30.0, 0.0, False, "bfloat16", "xla"),  # one D slice per tile
 ]
 
 
-@pytest.mark.parametrize("n,d,v,bn,bv,bd,splits,softcap,smooth,use_bias,dtype", FLAT_CASES)
-def test_flat_forward_loop_matches_oracle_and_nested(n, d, v, bn, bv, bd, splits, softcap, smooth, use_bias, dtype):
-    """``fwd_loop='flat'`` (one loop over (tile, D slice), epilogue under cond) is the same computation."""
+@pytest.mark.parametrize("n,d,v,bn,bv,bd,splits,softcap,smooth,use_bias,dtype,bwd", FLAT_CASES)
+def test_flat_forward_loop_and_xla_backward_match_oracle(n, d, v, bn, bv, bd, splits, softcap, smooth, use_bias,
+                                                         dtype, bwd):
+    """``fwd_loop='flat'`` (one loop over (tile, D slice), epilogue under cond) is the same computation as
+    the nested loop, and ``bwd_impl='xla'`` gives the same gradients as the float64 oracle."""
     e, c, t, b = make_data(n, d, v, seed=7 * n + v)
     dt = jnp.dtype(dtype)
     e_in, c_in = jnp.asarray(e, dt), jnp.asarray(c, dt)
     bias = jnp.asarray(b) if use_bias else None
     kw = dict(softcap=softcap, label_smoothing=smooth, z_loss=1e-3, return_lse=True, block_n=bn, block_v=bv,
-              block_d=bd, v_splits=splits)
+              block_d=bd, v_splits=splits, bwd_impl=bwd, bwd_chunk=256)
     outs = {}
     for loop in ("flat", "nested"):
-        def f(e, c, loop=loop):
-            loss, lse = linear_cross_entropy(e, c, t, bias=bias, impl="pallas", fwd_loop=loop, **kw)
+        def f(e, c, b, loop=loop):
+            loss, lse = linear_cross_entropy(e, c, t, bias=b, impl="pallas", fwd_loop=loop, **kw)
             return loss.astype(jnp.float32), lse
 
-        outs[loop] = jax.jit(jax.value_and_grad(f, argnums=(0, 1), has_aux=True))(e_in, c_in)
-    (loss, lse), (de, dc) = outs["flat"]
+        argnums = (0, 1, 2) if use_bias else (0, 1)
+        outs[loop] = jax.jit(jax.value_and_grad(f, argnums=argnums, has_aux=True))(e_in, c_in, bias)
+    (loss, lse), (de, dc, *db) = outs["flat"]
     e64, c64 = np.asarray(e_in, np.float32), np.asarray(c_in, np.float32)
-    loss64, lse64, de64, dc64, _ = ref_linear_ce(e64, c64, t, bias=bias, softcap=softcap, smooth=smooth, z_loss=1e-3)
+    loss64, lse64, de64, dc64, db64 = ref_linear_ce(e64, c64, t, bias=bias, softcap=softcap, smooth=smooth,
+                                                    z_loss=1e-3)
+    if use_bias:
+        assert rel(db[0], db64) <= 1e-5
     assert rel(lse, lse64) <= 1e-5
     tol = 1e-5 if dtype == "float32" else 2e-2
     assert rel(np.float32(loss), loss64) <= (1e-5 if dtype == "float32" else 4e-3)
