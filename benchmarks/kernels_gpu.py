@@ -533,7 +533,8 @@ def part_targets(res, iters=None):
     for r in res.get("peak", []):
         if r.get("mode") == "fwd+bwd" and r.get("impl") == "pallas" and "extra_MiB_beyond_inputs_and_grads" in r:
             x = r["extra_MiB_beyond_inputs_and_grads"]
-            rows.append(dict(target="peak memory beyond inputs+grads < 1.5 GiB", shape="N=%d,D=%d,V=%d" % (r["n"], r["d"], r["v"]),
+            rows.append(dict(target="peak memory beyond inputs+grads < 1.5 GiB",
+                             shape="N=%d,D=%d,V=%d" % (r["n"], r["d"], r["v"]),
                              measured=f"{x:.0f} MiB ({r.get('config')})", verdict=_verdict(x < 1536)))
     sm = [r for r in res.get("softmax", []) if "median_ms" in r]
     for key in sorted({(r["rows"], r["v"], r["dtype"]) for r in sm}):

@@ -287,7 +287,8 @@ def linear_cross_entropy(
         if interpret is None:
             interpret = _backend() != "gpu"
         ep, cp, bp, tp, cfg, pad_n = _pallas_setup(e2, c, b, t2, cfg, bool(interpret), block_n, block_v,
-                                                    block_d, v_splits, num_warps, num_stages, bwd_chunk, fwd_loop, bwd_impl)
+                                                    block_d, v_splits, num_warps, num_stages, bwd_chunk,
+                                                    fwd_loop, bwd_impl)
         if not interpret and c.shape[0] < 16:
             nll, lse = chunked_nll_lse(e2, c, b, t2, dataclasses.replace(cfg, block_v=c.shape[0]))
         else:

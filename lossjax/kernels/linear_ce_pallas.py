@@ -9,9 +9,10 @@ in interpret mode (CPU tests) and compiled through Pallas-Triton on CUDA GPUs.
   ``D / bd`` slices of E and C, and keeps the online (max, sum) state, the target logit and (with label
   smoothing) the logit sum. The S partial states are merged by XLA. ``fwd_loop='flat'`` runs the same
   work as one loop over (tile, D slice) pairs with the epilogue under ``lax.cond`` (see
-  :func:`_fwd_kernel_flat`); ``'nested'`` (default) nests the D loop inside the tile loop. Neither E nor C is padded: the last
-  row tile is clamped to ``[N - bn, N)`` and the last vocabulary tile to ``[V - bv, V)``; re-read columns
-  are masked and re-computed rows are written twice with identical values.
+  :func:`_fwd_kernel`); ``'nested'`` (default) nests the D loop inside the tile loop. Neither E
+  nor C is padded: the last row tile is clamped to ``[N - bn, N)`` and the last vocabulary tile to
+  ``[V - bv, V)``; re-read columns are masked and re-computed rows are written twice with identical
+  values.
 * Backward ("B1"): for each vocabulary super-chunk of ``bwd_chunk`` columns a Pallas kernel writes the
   gradient tile ``G = dloss/dlogits`` (fused recompute, softmax, one-hot, softcap derivative and optional
   filter) in the operand dtype, and XLA runs ``dE += G C_chunk`` and ``dC_chunk = G^T E``. Extra memory is
@@ -62,63 +63,51 @@ def _full_spec(shape):
     return pl.BlockSpec(tuple(shape), lambda *_: (0,) * nd)
 
 
+def _slice_dot(e_ref, c_ref, r0, v0, k, *, bn, bv, bd, prec):
+    """f32 ``E[r0:r0+bn, k*bd:(k+1)*bd] @ C[v0:v0+bv, k*bd:(k+1)*bd]^T`` (one D slice of a logit tile)."""
+    ek = e_ref[pl.ds(r0, bn), pl.ds(k * bd, bd)]
+    ck = c_ref[pl.ds(v0, bv), pl.ds(k * bd, bd)]
+    return lax.dot_general(ek, ck, (((1,), (1,)), ((), ())), preferred_element_type=jnp.float32, precision=prec)
+
+
 def _logit_tile(e_ref, c_ref, b_ref, r0, v0, *, bn, bv, bd, dim, softcap, prec):
     """f32 capped logits of rows [r0, r0+bn) x columns [v0, v0+bv)."""
 
     def dbody(k, acc):
-        ek = e_ref[pl.ds(r0, bn), pl.ds(k * bd, bd)]
-        ck = c_ref[pl.ds(v0, bv), pl.ds(k * bd, bd)]
-        return acc + lax.dot_general(ek, ck, (((1,), (1,)), ((), ())),
-                                     preferred_element_type=jnp.float32, precision=prec)
+        return acc + _slice_dot(e_ref, c_ref, r0, v0, k, bn=bn, bv=bv, bd=bd, prec=prec)
 
     acc = lax.fori_loop(0, dim // bd, dbody, jnp.zeros((bn, bv), jnp.float32))
+    return _bias_softcap(acc, b_ref, v0, bv, softcap)
+
+
+def _bias_softcap(acc, b_ref, v0, bv, softcap):
+    """Add the bias of columns [v0, v0+bv) (if any) to an f32 tile, then apply the softcap."""
     if b_ref is not None:
         acc = acc + b_ref[pl.ds(v0, bv)].astype(jnp.float32)[None, :]
     return apply_softcap(acc, softcap)
 
 
-def _fwd_kernel(*refs, n, vocab, dim, bn, bv, bd, per, n_tiles, softcap, smooth, has_bias, prec):
-    if has_bias:
-        e_ref, c_ref, b_ref, t_ref, m_ref, s_ref, zt_ref, sz_ref = refs
-    else:
-        e_ref, c_ref, t_ref, m_ref, s_ref, zt_ref, sz_ref = refs
-        b_ref = None
-    i = pl.program_id(0)
-    sp = pl.program_id(1)
-    r0 = jnp.minimum(i * bn, n - bn)
-    tcol = t_ref[pl.ds(r0, bn)][:, None]
-    iota = lax.broadcasted_iota(jnp.int32, (1, bv), 1)
-
-    def body(jj, carry):
-        m, s, zt, sz = carry
-        j = sp * per + jj
-        v0 = jnp.minimum(j * bv, vocab - bv)
-        cols = v0 + iota
-        keep = jnp.logical_and(cols >= j * bv, j < n_tiles)
-        z = _logit_tile(e_ref, c_ref, b_ref, r0, v0, bn=bn, bv=bv, bd=bd, dim=dim, softcap=softcap, prec=prec)
-        zm = jnp.where(keep, z, -jnp.inf)
-        m, s = online_lse_update(m, s, zm)
-        zt = zt + jnp.sum(jnp.where(jnp.logical_and(cols == tcol, keep), z, 0.0), axis=1)
-        if smooth:
-            sz = sz + jnp.sum(jnp.where(keep, z, 0.0), axis=1)
-        return m, s, zt, sz
-
-    f32 = jnp.float32
-    init = (jnp.full((bn,), -jnp.inf, f32), jnp.zeros((bn,), f32), jnp.zeros((bn,), f32), jnp.zeros((bn,), f32))
-    m, s, zt, sz = lax.fori_loop(0, per, body, init)
-    m_ref[sp, pl.ds(r0, bn)] = m
-    s_ref[sp, pl.ds(r0, bn)] = s
-    zt_ref[sp, pl.ds(r0, bn)] = zt
-    sz_ref[sp, pl.ds(r0, bn)] = sz
+def _online_tile(z, state, v0, j, *, iota, tcol, n_tiles, bv, smooth):
+    """Fold the capped logit tile ``z`` of vocabulary tile ``j`` (loaded from column ``v0``) into the
+    forward state ``(max, sum, target logit, logit sum)``; re-read and out-of-range columns are masked."""
+    m, s, zt, sz = state
+    cols = v0 + iota
+    keep = jnp.logical_and(cols >= j * bv, j < n_tiles)
+    m, s = online_lse_update(m, s, jnp.where(keep, z, -jnp.inf))
+    zt = zt + jnp.sum(jnp.where(jnp.logical_and(cols == tcol, keep), z, 0.0), axis=1)
+    if smooth:
+        sz = sz + jnp.sum(jnp.where(keep, z, 0.0), axis=1)
+    return m, s, zt, sz
 
 
-def _fwd_kernel_flat(*refs, n, vocab, dim, bn, bv, bd, per, n_tiles, softcap, smooth, has_bias, prec):
-    """The forward as one flat loop over (vocabulary tile, D slice) pairs (``fwd_loop='flat'``).
+def _fwd_kernel(*refs, n, vocab, dim, bn, bv, bd, per, n_tiles, softcap, smooth, has_bias, prec, flat):
+    """Program (i, s): rows [r0, r0+bn) against the s-th share of ``per`` vocabulary tiles.
 
-    Same result as :func:`_fwd_kernel`, but the D slices of consecutive tiles form a single loop, so
-    the Triton software pipeliner (``num_stages``) keeps prefetching E and C slices across tile
-    boundaries instead of draining at the end of every tile; the online (max, sum) epilogue runs
-    under ``lax.cond`` on the last slice of each tile (the layout of Triton's persistent matmul).
+    ``flat=False`` (``fwd_loop='nested'``): a loop over tiles, each a loop over the D slices.
+    ``flat=True`` (``fwd_loop='flat'``): one loop over (tile, D slice) pairs, so the Triton software
+    pipeliner (``num_stages``) keeps prefetching E and C slices across tile boundaries instead of
+    draining at the end of every tile; the online (max, sum) epilogue runs under ``lax.cond`` on the
+    last slice of each tile (the layout of Triton's persistent matmul). Same values either way.
     """
     if has_bias:
         e_ref, c_ref, b_ref, t_ref, m_ref, s_ref, zt_ref, sz_ref = refs
@@ -130,38 +119,39 @@ def _fwd_kernel_flat(*refs, n, vocab, dim, bn, bv, bd, per, n_tiles, softcap, sm
     r0 = jnp.minimum(i * bn, n - bn)
     tcol = t_ref[pl.ds(r0, bn)][:, None]
     iota = lax.broadcasted_iota(jnp.int32, (1, bv), 1)
-    kd = dim // bd
     f32 = jnp.float32
+    fold = functools.partial(_online_tile, iota=iota, tcol=tcol, n_tiles=n_tiles, bv=bv, smooth=smooth)
+    state0 = (jnp.full((bn,), -jnp.inf, f32), jnp.zeros((bn,), f32), jnp.zeros((bn,), f32), jnp.zeros((bn,), f32))
 
-    def body(it, carry):
-        acc, m, s, zt, sz = carry
-        jj = it // kd
-        k = it - jj * kd
+    def tile_origin(jj):
         j = sp * per + jj
-        v0 = jnp.minimum(j * bv, vocab - bv)
-        ek = e_ref[pl.ds(r0, bn), pl.ds(k * bd, bd)]
-        ck = c_ref[pl.ds(v0, bv), pl.ds(k * bd, bd)]
-        acc = acc + lax.dot_general(ek, ck, (((1,), (1,)), ((), ())), preferred_element_type=f32, precision=prec)
+        return j, jnp.minimum(j * bv, vocab - bv)
 
-        def epilogue(state):
-            acc, m, s, zt, sz = state
-            z = acc
-            if b_ref is not None:
-                z = z + b_ref[pl.ds(v0, bv)].astype(f32)[None, :]
-            z = apply_softcap(z, softcap)
-            cols = v0 + iota
-            keep = jnp.logical_and(cols >= j * bv, j < n_tiles)
-            m, s = online_lse_update(m, s, jnp.where(keep, z, -jnp.inf))
-            zt = zt + jnp.sum(jnp.where(jnp.logical_and(cols == tcol, keep), z, 0.0), axis=1)
-            if smooth:
-                sz = sz + jnp.sum(jnp.where(keep, z, 0.0), axis=1)
-            return jnp.zeros_like(acc), m, s, zt, sz
+    if not flat:
+        def body(jj, state):
+            j, v0 = tile_origin(jj)
+            z = _logit_tile(e_ref, c_ref, b_ref, r0, v0, bn=bn, bv=bv, bd=bd, dim=dim, softcap=softcap, prec=prec)
+            return fold(z, state, v0, j)
 
-        return lax.cond(k == kd - 1, epilogue, lambda state: state, (acc, m, s, zt, sz))
+        m, s, zt, sz = lax.fori_loop(0, per, body, state0)
+    else:
+        kd = dim // bd
 
-    init = (jnp.zeros((bn, bv), f32), jnp.full((bn,), -jnp.inf, f32), jnp.zeros((bn,), f32),
-            jnp.zeros((bn,), f32), jnp.zeros((bn,), f32))
-    _, m, s, zt, sz = lax.fori_loop(0, per * kd, body, init)
+        def body(it, carry):
+            acc, state = carry
+            jj = it // kd
+            k = it - jj * kd
+            j, v0 = tile_origin(jj)
+            acc = acc + _slice_dot(e_ref, c_ref, r0, v0, k, bn=bn, bv=bv, bd=bd, prec=prec)
+
+            def epilogue(carry):
+                acc, state = carry
+                z = _bias_softcap(acc, b_ref, v0, bv, softcap)
+                return jnp.zeros_like(acc), fold(z, state, v0, j)
+
+            return lax.cond(k == kd - 1, epilogue, lambda carry: carry, (acc, state))
+
+        _, (m, s, zt, sz) = lax.fori_loop(0, per * kd, body, (jnp.zeros((bn, bv), f32), state0))
     m_ref[sp, pl.ds(r0, bn)] = m
     s_ref[sp, pl.ds(r0, bn)] = s
     zt_ref[sp, pl.ds(r0, bn)] = zt
@@ -177,7 +167,8 @@ def pallas_lse_partials(e, c, bias, targets, cfg: LinearCEConfig):
     splits = max(1, min(cfg.v_splits, n_tiles))
     per = -(-n_tiles // splits)
     kernel = functools.partial(
-        _fwd_kernel_flat if cfg.fwd_loop == "flat" else _fwd_kernel, n=n, vocab=vocab, dim=dim, bn=bn, bv=bv, bd=bd, per=per, n_tiles=n_tiles,
+        _fwd_kernel, flat=cfg.fwd_loop == "flat", n=n, vocab=vocab, dim=dim, bn=bn, bv=bv, bd=bd, per=per,
+        n_tiles=n_tiles,
         softcap=cfg.softcap, smooth=bool(cfg.label_smoothing), has_bias=bias is not None,
         prec=matmul_precision(e.dtype),
     )
