@@ -91,7 +91,13 @@ def _filter_mask(d: jax.Array, eps: float, block: int) -> jax.Array:
 
 def chunked_backward(cfg: LinearCEConfig, res, cts):
     """The VJP of :func:`chunked_nll_lse` from its residuals ``(e, c, bias, targets, lse)`` and the
-    cotangents of ``(nll, lse)``; also the Pallas path's ``bwd_impl='xla'`` backward."""
+    cotangents of ``(nll, lse)``; also the Pallas path's ``bwd_impl='xla'`` backward.
+
+    Per vocabulary tile: ``G = (g + l) softmax(z) - g (1 - a) onehot - g a / V`` (times the softcap
+    derivative), ``dE += G C_tile``, ``dC_tile = G^T E``, ``db_tile = sum_i G`` (equations in
+    :mod:`lossjax.kernels.linear_ce_common`; Wijmans et al., arXiv 2411.09009, Sec. 4). Internal:
+    reached through ``linear_cross_entropy(..., impl='chunked')`` (example there).
+    """
     e, c, bias, targets, lse = res
     g_nll, g_lse = cts
     n, dim = e.shape
