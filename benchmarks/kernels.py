@@ -1,4 +1,4 @@
-"""CPU benchmark for lossjax.kernels.linear_cross_entropy (spec kernels.md §9.1).
+"""CPU benchmark for lossjax.kernels.linear_cross_entropy (method: docs/design/kernels.md §4).
 
 Memory: ``jax.jit(f).lower(...).compile().memory_analysis().temp_size_in_bytes`` for the forward and for
 ``jax.value_and_grad`` w.r.t. (E, C), naive (optax on materialised f32 logits) vs chunked (and Pallas in
@@ -26,7 +26,7 @@ import jax.numpy as jnp
 import numpy as np
 import optax
 
-from lossjax.kernels import linear_cross_entropy
+from lossjax.kernels import ChunkedConfig, PallasConfig, linear_cross_entropy
 
 MIB = 2 ** 20
 BV = 1024
@@ -41,7 +41,8 @@ def _naive(t):
 
 def _ours(impl, t, **kw):
     def f(e, c):
-        return linear_cross_entropy(e, c, t, impl=impl, **kw).astype(jnp.float32)
+        conf = PallasConfig(**kw) if impl == "pallas" else ChunkedConfig(**kw)
+        return linear_cross_entropy(e, c, t, impl=impl, config=conf).astype(jnp.float32)
     return f
 
 
@@ -106,25 +107,30 @@ def time_shapes(shapes, rounds):
 
 
 def _md(res):
-    out = [f"# lossjax.kernels CPU benchmark\n", f"env: {res['env']}\n",
+    out = ["# lossjax.kernels CPU benchmark\n", f"env: {res['env']}\n",
            "## Temp memory (MiB, `memory_analysis().temp_size_in_bytes`, f32)\n",
-           "| N | D | V | f32 logits | naive fwd | chunked fwd | naive fwd+bwd | chunked fwd+bwd | chunked/naive (fwd+bwd) | Pallas-interp fwd | Pallas-interp fwd+bwd |",
+           "| N | D | V | f32 logits | naive fwd | chunked fwd | naive fwd+bwd | chunked fwd+bwd "
+           "| chunked/naive (fwd+bwd) | Pallas-interp fwd | Pallas-interp fwd+bwd |",
            "|---|---|---|---|---|---|---|---|---|---|---|"]
     for r in res["memory"]:
         out.append(f"| {r['n']} | {r['d']} | {r['v']} | {r['logits_MiB']:.1f} | {r['naive_fwd_MiB']:.2f} | "
                    f"{r['chunked_fwd_MiB']:.2f} | {r['naive_fwdbwd_MiB']:.2f} | {r['chunked_fwdbwd_MiB']:.2f} | "
                    f"{r['chunked/naive_fwdbwd']:.4f} | {r.get('pallas_interp_fwd_MiB', float('nan')):.2f} | "
                    f"{r.get('pallas_interp_fwdbwd_MiB', float('nan')):.2f} |")
-    out += ["", f"## Time (ms; {res['rounds']} interleaved rounds; ratio = chunked / naive (optax on f32 logits), same round)\n",
-            "| N | D | V | mode | naive median | naive min | chunked median | chunked min | ratio (median of per-round) | ratio (min/min) |",
+    out += ["", f"## Time (ms; {res['rounds']} interleaved rounds; "
+            "ratio = chunked / naive (optax on f32 logits), same round)\n",
+            "| N | D | V | mode | naive median | naive min | chunked median | chunked min "
+            "| ratio (median of per-round) | ratio (min/min) |",
             "|---|---|---|---|---|---|---|---|---|---|"]
     for r in res["time"]:
-        out.append(f"| {r['n']} | {r['d']} | {r['v']} | {r['mode']} | {r['naive_median_ms']:.1f} | {r['naive_min_ms']:.1f} | "
-                   f"{r['chunked_median_ms']:.1f} | {r['chunked_min_ms']:.1f} | {r['ratio_median']:.3f} | {r['ratio_min']:.3f} |")
+        out.append(f"| {r['n']} | {r['d']} | {r['v']} | {r['mode']} | {r['naive_median_ms']:.1f} | "
+                   f"{r['naive_min_ms']:.1f} | {r['chunked_median_ms']:.1f} | {r['chunked_min_ms']:.1f} | "
+                   f"{r['ratio_median']:.3f} | {r['ratio_min']:.3f} |")
     s = res["summary"]
     out += ["", "## Targets\n",
             f"- chunked temp independent of V (per (N, D)): **{s['chunked_flat_in_v']}**",
-            f"- chunked fwd+bwd temp / naive at N=4096, V=65536: max over D = **{s['ratio_4096_65536']:.4f}** (target <= 0.05)",
+            "- chunked fwd+bwd temp / naive at N=4096, V=65536: max over D = "
+            f"**{s['ratio_4096_65536']:.4f}** (target <= 0.05)",
             f"- chunked / naive time: max median ratio = **{s['max_time_ratio']:.3f}** (target <= 1.3)", ""]
     return "\n".join(out)
 

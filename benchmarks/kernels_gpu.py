@@ -1,4 +1,4 @@
-"""GPU benchmark and correctness run for lossjax.kernels (spec kernels.md §9.2-9.5).
+"""GPU benchmark and correctness run for lossjax.kernels (method: docs/design/kernels.md §4).
 
 One command on a lent GPU (from the repository root; fits one 10-minute device call)::
 
@@ -38,7 +38,8 @@ import time
 
 import numpy as np
 
-# device kind substring -> (dense bf16 TFLOP/s, HBM GB/s), datasheet values (spec §9.4); first match wins
+# device kind substring -> (dense bf16 TFLOP/s, HBM GB/s), datasheet values (docs/design/kernels.md §4);
+# first match wins
 PEAKS = (("H100 PCIe", 756.0, 2000.0), ("H100", 989.4, 3350.0), ("H200", 989.4, 4800.0),
          ("A100", 312.0, 2039.0))
 PEAK_BF16_TFLOPS, PEAK_HBM_GBS = 989.4, 3350.0  # set from the device in main()
@@ -188,9 +189,9 @@ def part_check(res, iters):
             if _skip(res, "check", impl=impl, **cs):
                 continue
 
-            def f(e, c, impl=impl, kw=kw):
+            def f(e, c, impl=impl, kw=kw, t=t, cs=cs):
                 loss, lse = lce(e, c, t, impl=impl, softcap=cs["softcap"], label_smoothing=cs["smooth"],
-                                z_loss=1e-3, return_lse=True, **kw)
+                                z_loss=1e-3, return_lse=True, **_knobs(impl, kw))
                 return loss.astype(jnp.float32), lse
             (loss, lse), vjp = jax.vjp(jax.jit(f), e, c)
             de, dc = vjp((jnp.ones((), jnp.float32), jnp.zeros_like(lse)))
@@ -204,11 +205,23 @@ def part_check(res, iters):
     t = jnp.full_like(t, -100)
     for loop in ("nested", "flat"):
         val, (de, dc) = jax.jit(jax.value_and_grad(
-            lambda e, c, loop=loop: lce(e, c, t, impl="pallas", fwd_loop=loop).astype(jnp.float32),
+            lambda e, c, loop=loop: lce(e, c, t, impl="pallas", **_knobs("pallas", {"fwd_loop": loop})
+                                        ).astype(jnp.float32),
             argnums=(0, 1)))(e, c)
         _emit(res, "check", dict(case="all_ignored", impl=f"pallas,fwd_loop={loop}", loss=float(val),
                                  max_abs_grad=float(max(jnp.abs(de.astype(jnp.float32)).max(),
                                                         jnp.abs(dc.astype(jnp.float32)).max()))))
+
+
+def _knobs(impl, kw):
+    """The tuning knobs of a row (flat names, kept in the result rows) as the backend's ``config=``."""
+    from lossjax.kernels import ChunkedConfig, PallasConfig
+
+    if impl == "pallas":
+        return {"config": PallasConfig(**kw)}
+    if impl == "chunked":
+        return {"config": ChunkedConfig(**kw)}
+    return {}
 
 
 def _ce_fns(impl, t, softcap, **kw):
@@ -227,7 +240,7 @@ def _ce_fns(impl, t, softcap, **kw):
             return jnp.mean(optax.softmax_cross_entropy_with_integer_labels(z, t))
     else:
         def loss(e, c):
-            return lce(e, c, t, impl=impl, softcap=softcap, **kw).astype(jnp.float32)
+            return lce(e, c, t, impl=impl, softcap=softcap, **_knobs(impl, kw)).astype(jnp.float32)
     return jax.jit(loss), jax.jit(jax.value_and_grad(loss, argnums=(0, 1)))
 
 
@@ -378,7 +391,8 @@ def part_ce(res, iters):
         if best is not None:
             kw = dict(_cfg_kw(best[0], v), **bwd_kw)
             plan[1:1] = [("pallas", kw, _cfg_name(best[0]) + ",bwd=pallas"),
-                         ("pallas", dict(kw, bwd_impl="xla", bwd_chunk=8192), _cfg_name(best[0]) + ",bwd=xla,chunk=8192")]
+                         ("pallas", dict(kw, bwd_impl="xla", bwd_chunk=8192),
+                          _cfg_name(best[0]) + ",bwd=xla,chunk=8192")]
         for impl, kw, name in plan:
             for mode in ("fwd", "fwd+bwd") if impl != "pallas" else ("fwd+bwd",):
                 if _skip(res, "ce", reserve=30.0, impl=impl, n=n, d=d, v=v, mode=mode):
@@ -471,11 +485,11 @@ def part_softmax(res, iters):
             cands = {
                 "copy(x*1)": jax.jit(lambda x: x * jnp.asarray(1, x.dtype)),
                 "jax.nn.softmax": jax.jit(lambda x: jax.nn.softmax(x, axis=-1)),
-                "two_pass_pallas_online": jax.jit(lambda x: two_pass_softmax(x, impl="pallas", state="online")),
+                "two_pass_pallas_online": jax.jit(lambda x: two_pass_softmax(x, impl="pallas", algorithm="online")),
                 "two_pass_pallas_online_b4x2048w8": jax.jit(lambda x: two_pass_softmax(
-                    x, impl="pallas", state="online", block_rows=4, block_cols=2048, num_warps=8)),
-                "two_pass_pallas_extexp": jax.jit(lambda x: two_pass_softmax(x, impl="pallas", state="extexp")),
-                "two_pass_jax_online": jax.jit(lambda x: two_pass_softmax(x, impl="jax", state="online")),
+                    x, impl="pallas", algorithm="online", block_rows=4, block_cols=2048, num_warps=8)),
+                "two_pass_pallas_extexp": jax.jit(lambda x: two_pass_softmax(x, impl="pallas", algorithm="extexp")),
+                "two_pass_jax_online": jax.jit(lambda x: two_pass_softmax(x, impl="jax", algorithm="online")),
             }
             for name, f in cands.items():
                 row = dict(impl=name, rows=r_, v=v_, dtype=str(jnp.dtype(dt)))
@@ -508,7 +522,7 @@ def part_targets(res, iters=None):
         return min(cand, key=lambda r: r["median_ms"]) if cand else None
 
     for shape in sorted({(r["n"], r["d"], r["v"]) for r in ce}):
-        tag = "N=%d,D=%d,V=%d" % shape
+        tag = "N={:d},D={:d},V={:d}".format(*shape)
         pf, pb = pick("pallas", "fwd", shape), pick("pallas", "fwd+bwd", shape)
         xf, xb = pick("xla", "fwd", shape), pick("xla", "fwd+bwd", shape)
         cf = pick("chunked", "fwd", shape)
@@ -534,7 +548,7 @@ def part_targets(res, iters=None):
         if r.get("mode") == "fwd+bwd" and r.get("impl") == "pallas" and "extra_MiB_beyond_inputs_and_grads" in r:
             x = r["extra_MiB_beyond_inputs_and_grads"]
             rows.append(dict(target="peak memory beyond inputs+grads < 1.5 GiB",
-                             shape="N=%d,D=%d,V=%d" % (r["n"], r["d"], r["v"]),
+                             shape="N={:d},D={:d},V={:d}".format(r["n"], r["d"], r["v"]),
                              measured=f"{x:.0f} MiB ({r.get('config')})", verdict=_verdict(x < 1536)))
     sm = [r for r in res.get("softmax", []) if "median_ms" in r]
     for key in sorted({(r["rows"], r["v"], r["dtype"]) for r in sm}):
@@ -545,7 +559,7 @@ def part_targets(res, iters=None):
         if not tp:
             continue
         best = min(tp, key=lambda r: r["median_ms"])
-        tag = "R=%d,V=%d,%s" % key
+        tag = "R={:d},V={:d},{}".format(*key)
         if copy:
             frac = best["GBs_two_pass_traffic(2R+1W)"] / copy["GBs_min_traffic(1R+1W)"]
             rows.append(dict(target="two-pass softmax >= 80% of measured HBM bandwidth (copy)", shape=tag,

@@ -6,7 +6,7 @@ optimizer update, parameter update) is one jitted function; after warm-up we tim
 steps each, interleaving the methods round-robin so that machine-load drift hits all of them
 alike, and report the median step time and its ratio to SGD.
 
-Targets (spec sam_family.md §3.5, §8 rows 15/20): two-pass SAM/ASAM/AACE-SAM ≥ 2.0× (floor),
+Targets (SAF paper Tables 1 and 3; docs/design/sam_family.md §3): two-pass SAM/ASAM/AACE-SAM ≥ 2.0× (floor),
 target ≤ 2.1×; SAF ≤ 1.05×; MESA ≤ 1.25×.
 
 Usage: ``python benchmarks/sharpness.py [--steps 200] [--batch 128] [--out benchmarks/results]``
@@ -27,9 +27,9 @@ import jax.numpy as jnp
 import numpy as np
 import optax
 
+from lossjax import sharpness as S
 from lossjax.losses.aace import aace_loss
 from lossjax.losses.trajectory import trajectory_kl_loss  # noqa: F401  (used via penalty)
-from lossjax import sharpness as S
 
 
 class CNN(nn.Module):
@@ -93,7 +93,9 @@ def make_steps(model, n_examples):
     steps["asam"] = two_pass(optax.chain(S.asam(0.5), base()), "ce")
     steps["aace_sam"] = two_pass(optax.chain(S.aace_sam(0.2), base()), "aace")
 
-    saf_tx = optax.chain(S.saf(0.3, 5.0, delay_epochs=2, start_epoch=0, num_examples=n_examples, num_classes=10), base())
+    saf_tx = optax.chain(
+        S.saf(0.3, 5.0, delay_epochs=2, start_epoch=0, num_examples=n_examples, num_classes=10), base()
+    )
 
     @jax.jit
     def saf_step(params, state, x, y, idx, epoch):
@@ -150,7 +152,7 @@ def main() -> None:
         carry[name] = (p, s)
     times: dict[str, list[float]] = {k: [] for k in steps}
     for _ in range(args.steps):
-        for name, (tx, fn) in steps.items():
+        for name, (_tx, fn) in steps.items():
             p, s = carry[name]
             t0 = time.perf_counter()
             p, s = fn(p, s, x, y, idx, epoch)

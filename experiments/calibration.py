@@ -1,8 +1,11 @@
 """Post-hoc calibration of a trained digits model: NLL vs the correctness-aware (CA) loss.
 
-    python -m experiments.calibration [--config configs/calibration/digits.gin]
-                                      [--workdir runs/calibration] [--out experiments/results]
-                                      [--config.calibration.<f>=v] [--config.train.<f>=v]
+    python -m experiments.calibration                  # -> runs/calibration/calibration.md
+    python -m experiments.calibration --write_report   # ... and regenerate experiments/results/calibration.md
+    python -m experiments.calibration --smoke          # one seed, one epoch (seconds)
+    python -m experiments.calibration --config.calibration.seeds='(0,)' --config.train.epochs=5
+
+The flags are those of every study (:mod:`experiments.kit.cli`).
 
 Per seed, a ``SmallCNN`` is trained once with cross-entropy by the common Trainer
 (``experiments.common.train``; recipe ``configs/digits/sgd.gin``) on the digits training split
@@ -44,11 +47,11 @@ import optax
 import lossjax
 from experiments.common.config import ExperimentConfig
 from experiments.common.data import Dataset, load_digits_dataset
-from experiments.common.metrics import env_info, write_json
+from experiments.common.metrics import env_info, fmt_mean_std, mean_std, write_json
 from experiments.common.steps import normalize_images
-from experiments.common.study_utils import (ROOT, fmt_mean_std, load_done, mean_std, parse_study_config,
-                                            save_done, study_parser)
 from experiments.common.typecheck import check_field_types
+from experiments.kit import cli, report, stats
+from experiments.kit.runs import finished_run, write_run
 
 __all__ = ["CalibrationConfig", "CALIBRATORS", "expected_calibration_error", "nll", "split_validation",
            "translated_copies", "features", "fit_calibrator", "apply_calibrator", "calibrate_seed",
@@ -289,7 +292,7 @@ def calibrate_seed(exp: ExperimentConfig, cfg: CalibrationConfig, seed: int, wor
     conf["base"]["train"].pop("progress")
     conf["base"]["data"].pop("data_dir")
     cdir = os.path.join(workdir, f"calib_s{seed}")
-    done = load_done(cdir, conf)
+    done = finished_run(cdir, conf)
     if done is not None:
         print(f"[skip] seed {seed}: {cdir}/results.json exists", file=sys.stderr)
         return done
@@ -330,7 +333,7 @@ def calibrate_seed(exp: ExperimentConfig, cfg: CalibrationConfig, seed: int, wor
     res = {"seed": seed, "config": conf, "scores": out, "fitted": fitted, "base_run": base,
            "n_val": int(len(y_val)), "val_errors": int((lg["val"].argmax(-1) != y_val).sum()),
            "train_wall_time_s": t_train, "wall_time_s": time.perf_counter() - t0, "env": env_info()}
-    save_done(cdir, res)
+    write_run(cdir, conf, res)
     print(f"seed {seed}: base test acc {out['none']['test']['accuracy']:.1f}%, ECE "
           f"{out['none']['test']['ece']:.2f}% -> " + ", ".join(f"{c} {out[c]['test']['ece']:.2f}%"
                                                               for c in cfg.calibrators)
@@ -385,7 +388,7 @@ _REPORT_MARK = "<!-- generated tables: everything below this line is rewritten b
 
 
 def run_study(exp: ExperimentConfig, cfg: CalibrationConfig, workdir: str, out: str | None,
-              ds: Dataset | None = None) -> dict:
+              ds: Dataset | None = None, prov: dict | None = None) -> dict:
     """Every seed (skipping finished ones), then ``<out>/calibration.{json,png,md}``."""
     t0 = time.perf_counter()
     results = [calibrate_seed(exp, cfg, s, workdir, ds) for s in cfg.seeds]
@@ -399,14 +402,37 @@ def run_study(exp: ExperimentConfig, cfg: CalibrationConfig, workdir: str, out: 
         "tables": {sp: _table(results, cfg, sp) for sp in splits if sp != "val"},
     }
     if out:
+        prov = prov or report.provenance()
         os.makedirs(out, exist_ok=True)
-        write_json(os.path.join(out, "calibration.json"), summary)
+        write_json(os.path.join(out, "calibration.json"), {**summary, "provenance": prov})
         plot(results, cfg, [s for s in splits if s != "val"], os.path.join(out, "calibration.png"))
-        _write_report(summary, os.path.join(out, "calibration.md"))
+        _write_report(summary, os.path.join(out, "calibration.md"), prov)
     return summary
 
 
-def _write_report(summary: dict, path: str) -> None:
+def verdicts(summary: dict) -> str:
+    """Verdict sentences computed from ``summary["scores"]``: the CA paper's claim (Liu et al. 2024,
+    arXiv:2404.13016, §4) that a calibrator fit with the correctness-aware loss has a lower ECE than
+    the same calibrator fit with NLL, per split, by the paired t-test over seeds (lower is better)."""
+    sc = summary["scores"]
+    out = []
+    for ca, base in (("ts_ca", "ts_nll"), ("tx_ca", "tx_nll")):
+        if ca not in sc or base not in sc:
+            continue
+        parts, words = [], []
+        for split in [s for s in ("test", "test_noisy") if s in sc[ca]]:
+            t = stats.paired_t_test(np.asarray(sc[ca][split]["ece"]) - np.asarray(sc[base][split]["ece"]),
+                                    better="lower")
+            words.append(stats.claim_word(t.verdict))
+            parts.append(f"{'clean' if split == 'test' else 'shifted'} test ECE Δ {t.fmt(2)} pp ({t.verdict})")
+        held = "held" if all(w == "held" for w in words) else (
+            "held in part" if "held" in words else ("did not hold" if "did not hold" in words else "not resolved"))
+        out.append(f"* **{CAL_NAMES[ca]} vs {CAL_NAMES[base]}** (CA loss calibrates better): " + "; ".join(parts)
+                   + f" → **{held}** here.")
+    return "\n".join(out) or "* (no CA/NLL pair of calibrators was run)"
+
+
+def _write_report(summary: dict, path: str, prov: dict | None = None) -> None:
     pre = ""
     if os.path.exists(path):
         text = open(path).read()
@@ -414,7 +440,9 @@ def _write_report(summary: dict, path: str) -> None:
             pre = text.split(_REPORT_MARK)[0]
     pre = pre or "# Post-hoc calibration (digits)\n\n"
     t = summary["tables"]
-    body = (f"{_REPORT_MARK}\n\n"
+    body = (f"{_REPORT_MARK}\n\n{report.provenance_line(prov or report.provenance())}\n\n"
+            "### Verdicts (computed from the numbers below; Δ = CA − NLL, paired over seeds)\n\n"
+            + verdicts(summary) + "\n\n"
             f"Validation split: {summary['n_val']} images; base-model errors on it per seed: "
             f"{summary['val_errors']}. Wall time per seed (base-model training + calibration, recorded "
             f"when the seed ran): " + ", ".join(f"{w:.0f} s" for w in summary["seed_wall_time_s"])
@@ -423,32 +451,35 @@ def _write_report(summary: dict, path: str) -> None:
     if "test_noisy" in t:
         body += ("### Shifted test set (Gaussian pixel noise), calibrators fit on the clean validation split\n\n"
                  + t["test_noisy"] + "\n\n")
-    body += "Bold: lowest mean ECE. Mean T: mean fitted temperature on the clean test set.\n\n![bars](calibration.png)\n"
+    body += ("Bold: lowest mean ECE. Mean T: mean fitted temperature on the clean test set.\n\n"
+             "![bars](calibration.png)\n")
     with open(path, "w") as f:
         f.write(pre + body)
 
 
-def main(argv: list[str] | None = None) -> int:
-    argv = list(sys.argv[1:] if argv is None else argv)
-    parser = study_parser("python -m experiments.calibration", __doc__.split("\n\n")[0], DEFAULT_CONFIG)
-    try:
-        exp, cfg, args = parse_study_config(argv, parser, DEFAULT_CONFIG, _GinCalibration)
-    except (ValueError, TypeError) as e:
-        print(f"error: {e}", file=sys.stderr)
-        return 2
+def _run(a: cli.StudyArgs) -> dict:
+    exp, cfg = cli.parse_with_experiment(a.configs, a.bindings, _GinCalibration)
     if exp.data.dataset != "digits":
-        print(f"error: the calibration study runs on digits (`data.dataset`={exp.data.dataset!r}).", file=sys.stderr)
-        return 2
-    workdir = args.workdir or os.path.join("runs", "calibration")
-    out = args.out or os.path.join(ROOT, "experiments", "results")
-    try:
-        s = run_study(exp, cfg, workdir, out)
-    except ValueError as e:
-        print(f"error: {e}", file=sys.stderr)
-        return 2
+        raise ValueError(f"the calibration study runs on digits (`data.dataset`={exp.data.dataset!r}).")
+    return run_study(exp, cfg, a.workdir, a.report_dir, prov=a.provenance)
+
+
+def _print(s: dict) -> None:
     print(s["tables"]["test"])
-    print(f"study wall time {s['study_wall_time_s']:.1f} s -> {out}/calibration.md", file=sys.stderr)
-    return 0
+    print(f"study wall time {s['study_wall_time_s']:.1f} s", file=sys.stderr)
+
+
+STUDY = cli.Study(
+    name="calibration", description=__doc__.split("\n\n")[0], run=_run, print_results=_print,
+    default_configs=(os.path.join(report.ROOT, DEFAULT_CONFIG),),
+    smoke_bindings=("train.epochs = 1", "train.progress = False", "model.width = 8", "calibration.seeds = (0,)",
+                    "calibration.val_size = 100", "calibration.n_test = 100", "calibration.fit_steps = 20",
+                    "calibration.calibrators = ('ts_nll', 'ts_ca', 'tx_ca')"))
+
+
+def main(argv: list[str] | None = None) -> int:
+    """Command line entry point (see the module docstring); returns the exit status."""
+    return cli.study_main(STUDY, argv)
 
 
 if __name__ == "__main__":

@@ -1,10 +1,13 @@
-"""Knowledge distillation on digits: no distillation vs KD vs NKD vs DKD vs USKD (self-KD).
+"""Knowledge distillation on digits: no distillation vs KD vs NKD vs DKD vs USKD (self-KD) vs PLD vs Dual-Head KD.
 
 Usage::
 
-    python -m experiments.distill                       # full study -> experiments/results/distill.md
-    python -m experiments.distill --config configs/distill/dkd.gin [--workdir runs/distill]
+    python -m experiments.distill                    # full study -> runs/distill/distill.md
+    python -m experiments.distill --write_report     # ... and regenerate experiments/results/distill.md
+    python -m experiments.distill --smoke            # tiny MLPs, one setting (seconds)
     python -m experiments.distill --config configs/distill/kd.gin --config.distill.n_train=300
+
+The flags are those of every study (:mod:`experiments.kit.cli`).
 
 Setting (data-limited student): a teacher MLP (64-256-256-10) is trained once per seed on all
 1,297 training digits and its logits are cached; each student, a small MLP (64-32-10), sees only
@@ -16,7 +19,7 @@ compiles its training epoch once.
 
 With no ``--config`` the full study runs every ``configs/distill/<method>.gin`` in the main
 setting and again with ``n_train = 300``, skipping runs whose ``results.json`` exists, and
-writes ``distill.md``, ``distill.json`` and ``distill.png`` into ``--out``. Overrides
+writes ``distill.md``, ``distill.json`` and ``distill.png`` into the report directory. Overrides
 ``--config.distill.<field>=<value>`` apply to every run (the second setting keeps its own
 ``n_train``). Workdir layout:
 ``<workdir>/teacher_<hash>/`` (teacher logits, ``logits.npz``) and
@@ -30,7 +33,8 @@ import functools
 import os
 import sys
 import time
-from typing import Any, Sequence
+from collections.abc import Sequence
+from typing import Any
 
 import gin
 import jax
@@ -41,17 +45,22 @@ import optax
 import lossjax
 from experiments.common import small_models as sm
 from experiments.common.metrics import append_jsonl, env_info, write_json
-from experiments.common.study_utils import arms_study_main
 from experiments.common.typecheck import check_field_types
+from experiments.kit import cli, report, stats
 
 __all__ = ["DistillConfig", "METHODS", "parse_distill_config", "load_features", "train_teachers",
            "run_method", "run_study", "main"]
 
-METHODS = ("none", "kd", "nkd", "dkd", "uskd")
+METHODS = ("none", "kd", "nkd", "dkd", "uskd", "pld", "dhkd")
 ROOT = os.path.dirname(os.path.dirname(os.path.abspath(__file__)))
 CONFIG_DIR = os.path.join(ROOT, "configs", "distill")
 # The full study: (label, extra gin bindings) per setting; the first one is the headline.
 STUDY_SETTINGS: tuple[tuple[str, tuple[str, ...]], ...] = (("main", ()), ("n_train=300", ("distill.n_train = 300",)))
+# --smoke: tiny MLPs, two seeds, a few epochs, the main setting only (same code path).
+SMOKE_BINDINGS = ("distill.seeds = (0, 1)", "distill.n_train = 20", "distill.student_hidden = (8,)",
+                  "distill.epochs = 3", "distill.batch_size = 10", "distill.teacher_hidden = (16,)",
+                  "distill.teacher_epochs = 2", "distill.teacher_n_train = 200")
+SMOKE_SETTINGS: tuple[tuple[str, tuple[str, ...]], ...] = (("main", ()),)
 _TEACHER_SEED_OFFSET = 1000  # teacher seed = seed + offset (independent of the student's init)
 _TEACHER_FIELDS = ("seeds", "teacher_hidden", "teacher_epochs", "teacher_batch_size", "teacher_learning_rate",
                    "teacher_weight_decay", "teacher_n_train")
@@ -62,7 +71,9 @@ class DistillConfig:
     """One distillation run over several seeds (gin selector ``distill``).
 
     Attributes:
-      method: ``none`` (CE only), ``kd``, ``nkd``, ``dkd`` or ``uskd``.
+      method: ``none`` (CE only), ``kd``, ``nkd``, ``dkd``, ``uskd``, ``pld`` (Plackett–Luce
+        distillation instead of CE) or ``dhkd`` (CE on the main head + BinaryKL-Norm, T = 2, on an
+        auxiliary head: Dual-Head KD).
       seeds: seeds (student init and subset; teacher init uses seed + 1000); trained together.
       n_train: labelled training digits the student sees (stratified subset per seed).
       student_hidden, teacher_hidden: hidden widths of the MLPs.
@@ -142,7 +153,7 @@ class DistillConfig:
 
     @property
     def uses_teacher(self) -> bool:
-        return self.method in ("kd", "nkd", "dkd")
+        return self.method in ("kd", "nkd", "dkd", "pld", "dhkd")
 
     def to_dict(self) -> dict:
         return dataclasses.asdict(self)
@@ -156,7 +167,7 @@ _GinDistill = gin.external_configurable(DistillConfig, name="distill")
 
 def parse_distill_config(files: Sequence[str] = (), bindings: Sequence[str] = ()) -> DistillConfig:
     """Parse gin ``files`` then ``bindings`` into a :class:`DistillConfig` (errors name the file)."""
-    return sm.parse_gin_config(files, bindings, _GinDistill)
+    return cli.parse_study_config(files, bindings, _GinDistill)
 
 
 # ---------------------------------------------------------------------------------------------
@@ -255,6 +266,10 @@ def student_loss_fn(cfg: DistillConfig, model: Any, total_steps: int) -> sm.Loss
             ramp = jnp.minimum((step + 1).astype(jnp.float32) / warmup, 1.0)
             total = ce + ramp * L.dkd_loss(zs, batch["t"], y, temperature=cfg.dkd_temperature, alpha=cfg.dkd_alpha,
                                            beta=cfg.dkd_beta)
+        elif m == "pld":  # PLD replaces CE + KD (its first position is α_y·CE)
+            total = L.plackett_luce_distillation_loss(zs, batch["t"], y)
+        elif m == "dhkd":  # Dual-Head KD: CE on the main head, BinaryKL-Norm (T = 2) on the auxiliary head
+            total = ce + L.binary_kl_norm_loss(out["aux"], batch["t"], temperature=2.0)
         else:  # uskd
             total = ce + L.uskd_loss(zs, out["aux"], y, alpha=cfg.uskd_alpha, beta=cfg.uskd_beta, mu=cfg.uskd_mu,
                                      rank_mode=cfg.uskd_rank_mode)
@@ -299,7 +314,7 @@ def run_method(cfg: DistillConfig, workdir: str, feats: dict, teacher: dict | No
     data = {"x": jnp.asarray(feats["x_train"][idx]), "y": jnp.asarray(feats["y_train"][idx])}
     if teacher is not None:
         data["t"] = jnp.asarray(np.stack([teacher["logits_train"][i][idx[i]] for i in range(len(seeds))]))
-    model = sm.MLP(tuple(cfg.student_hidden), 10, aux_out=10 if cfg.method == "uskd" else 0)
+    model = sm.MLP(tuple(cfg.student_hidden), 10, aux_out=10 if cfg.method in ("uskd", "dhkd") else 0)
     params = sm.init_stacked(model, feats["x_train"].shape[1], seeds)
     spe = cfg.n_train // cfg.batch_size
     total = cfg.epochs * spe
@@ -348,9 +363,9 @@ def _run_config(cfg: DistillConfig, workdir: str, feats: dict, teachers: dict, p
 
 def run_study(config_files: Sequence[str] | None, bindings: Sequence[str], workdir: str, out: str | None,
               *, progress: bool = True,
-              settings_plan: Sequence[tuple[str, Sequence[str]]] = STUDY_SETTINGS) -> dict:
+              settings_plan: Sequence[tuple[str, Sequence[str]]] = STUDY_SETTINGS, prov: dict | None = None) -> dict:
     """Run ``config_files`` (default: every method in every setting of ``settings_plan``) and,
-    when ``out`` is given, write the report there.
+    when ``out`` is given, write the report there (``prov``: its provenance).
 
     ``bindings`` apply to every run; a setting's own bindings come after them (so the second
     setting's ``n_train`` wins). Returns ``{"settings": {label: {method: results}}, "teacher":
@@ -373,7 +388,7 @@ def run_study(config_files: Sequence[str] | None, bindings: Sequence[str], workd
              "teacher": {k: v for k, v in teacher.items() if not k.startswith("logits")} if teacher else None,
              "configs": {k: c.to_dict() for k, c in cfgs.items()}}
     if out is not None:
-        write_report(study, out)
+        write_report(study, out, prov)
     return study
 
 
@@ -393,7 +408,8 @@ def results_table(runs: dict[str, dict]) -> str:
             continue
         r = runs[m]
         acc = 100 * np.asarray(r["final_test_accuracy"])
-        agree = sm.fmt_mean_std(100 * np.asarray(r["final_teacher_agreement"]), 1) if "final_teacher_agreement" in r else "–"
+        agree = (sm.fmt_mean_std(100 * np.asarray(r["final_teacher_agreement"]), 1)
+                 if "final_teacher_agreement" in r else "–")
         delta = _paired_delta(r, base) if base is not None and m != "none" else "–"
         lines.append(f"| {m} | {sm.fmt_mean_std(acc)} | {delta} | {agree} | {sm.fmt_mean_std(r['final_test_nll'], 3)} "
                      f"| {', '.join(f'{a:.1f}' for a in acc)} | {r['num_params']} |")
@@ -418,19 +434,13 @@ def _paired(runs: dict, a: str, b: str) -> np.ndarray | None:
     return 100 * (np.asarray(runs[a]["final_test_accuracy"]) - np.asarray(runs[b]["final_test_accuracy"]))
 
 
-def write_report(study: dict, out: str) -> str:
+def write_report(study: dict, out: str, prov: dict | None = None) -> str:
     """Write ``distill.md``, ``distill.json`` and ``distill.png`` into ``out``; returns the .md path."""
-    os.makedirs(out, exist_ok=True)
     raw = {label: {m: {k: v for k, v in r.items() if k != "skipped"} for m, r in runs.items()}
            for label, runs in study["settings"].items()}
-    write_json(os.path.join(out, "distill.json"), {"settings": raw, "teacher": study["teacher"],
-                                                   "configs": study["configs"], "env": env_info()})
-    _plot(study, os.path.join(out, "distill.png"))
-    md = os.path.join(out, "distill.md")
-    from experiments.common.checkpoint import atomic_write
-
-    atomic_write(md, render_markdown(study))
-    return md
+    return report.write_report(out, "distill", render_markdown(study),
+                               {"settings": raw, "teacher": study["teacher"], "configs": study["configs"],
+                                "env": env_info()}, lambda path: _plot(study, path), prov)
 
 
 def render_markdown(study: dict) -> str:
@@ -441,9 +451,10 @@ def render_markdown(study: dict) -> str:
     t = study["teacher"]
     tacc = sm.fmt_mean_std(100 * np.asarray(t["test_accuracy"])) if t else "n/a"
     parts = [
-        "# Knowledge distillation on digits: KD vs NKD vs DKD vs USKD vs none (CPU scale)",
+        "# Knowledge distillation on digits: KD vs NKD vs DKD vs USKD vs PLD vs Dual-Head KD vs none (CPU scale)",
         "",
-        "Regenerate: `python -m experiments.distill` (runs `configs/distill/{none,kd,nkd,dkd,uskd}.gin` in the "
+        "Regenerate: `python -m experiments.distill --write_report` (runs "
+        "`configs/distill/{none,kd,nkd,dkd,uskd,pld,dhkd}.gin` in the "
         "main setting and with `distill.n_train = 300`; workdirs under `runs/distill/`, finished runs are "
         "skipped; writes this file, `distill.json` (raw per-seed numbers and curves) and `distill.png`).",
         "",
@@ -468,7 +479,9 @@ def render_markdown(study: dict) -> str:
         f"{100 * cfg['dkd_warmup_frac']:.1f} % of the steps (added to CE); "
         f"USKD α={cfg['uskd_alpha']:g}, β={cfg['uskd_beta']:g}, μ={cfg['uskd_mu']:g}, released ranking "
         f"(`rank_mode='{cfg['uskd_rank_mode']}'`), no teacher; its weak head is a second linear head on the "
-        f"student's penultimate features (the MLP has no deeper mid-level stage), used only in training.",
+        f"student's penultimate features (the MLP has no deeper mid-level stage), used only in training; "
+        f"PLD with teacher weights softmax(z_t) (τ = 1), used instead of CE; Dual-Head KD: CE on the main head plus "
+        f"BinaryKL-Norm (T = 2, weight 1) on an auxiliary linear head on the same features, used only in training.",
         f"* Seeds {', '.join(map(str, cfg['seeds']))} (student init and subset; teacher init seed+1000), trained "
         f"together with `jax.vmap`: each method compiles its training epoch once. Reported: test accuracy after "
         f"the last epoch (no best-epoch selection), mean ± sample std over seeds; Δ is the paired per-seed "
@@ -502,8 +515,10 @@ def _fmt_d(d: np.ndarray | None) -> str:
 
 
 def paired_verdict(d: np.ndarray | None) -> str:
-    """Paired two-sided t-test at 5 % over seeds (see :func:`small_models.paired_t_verdict`)."""
-    return "n/a" if d is None else sm.paired_t_verdict(d)
+    """Verdict on per-seed accuracy differences ``d = a − b`` (higher is better): the paired
+    two-sided t-test at 5 % of :func:`experiments.kit.stats.paired_t_test`, one of ``"better"``,
+    ``"worse"``, ``"no significant difference"``, ``"n/a"``."""
+    return stats.paired_t_test(d, better="higher").verdict
 
 
 _CLAIMS = (
@@ -512,6 +527,8 @@ _CLAIMS = (
     ("NKD (Yang et al., ICCV 2023): normalising the non-target distribution beats classic KD", "nkd", "kd"),
     ("DKD (Zhao et al., CVPR 2022): decoupling TCKD and NCKD (β = 8) beats classic KD", "dkd", "kd"),
     ("USKD (Yang et al., ICCV 2023): teacher-free customised soft labels beat the CE baseline", "uskd", "none"),
+    ("PLD (Bassam et al. 2025): the Plackett–Luce list-wise loss beats CE + KD", "pld", "kd"),
+    ("Dual-Head KD (Yang et al. 2024): BinaryKL-Norm on an auxiliary head beats classic KD", "dhkd", "kd"),
 )
 
 _CAVEATS = """Why the papers' claims may not transfer to this scale:
@@ -554,17 +571,17 @@ def _claims_text(study: dict) -> str:
             cells += [_fmt_d(d), paired_verdict(d)]
         lines.append(f"| {text} | " + " | ".join(cells) + " |")
     lines += ["", "Δ: mean ± std over seeds of the paired per-seed accuracy difference (first method minus the "
-              "second, same subset and init). \"held?\": paired two-sided t-test at 5 % — *yes* = significant "
-              "gain, *no (reversed)* = significant loss, *not resolved* = neither.", ""]
+              "second, same subset and init). \"held?\": paired two-sided t-test at 5 % — *better* = significant "
+              "gain, *worse* = significant loss, *no significant difference* = neither.", ""]
     summary = []
     for text, a, b in _CLAIMS:
         v = [paired_verdict(_paired(r, a, b)) for r in runs]
         name = text.split(" (")[0]
-        if all(x == "yes" for x in v):
+        if all(x == "better" for x in v):
             summary.append(f"**{name}: held** in every setting.")
-        elif any(x == "yes" for x in v):
+        elif any(x == "better" for x in v):
             summary.append(f"**{name}: held in part** ({', '.join(f'n_train = {n}: {x}' for n, x in zip(ns, v))}).")
-        elif any(x == "no (reversed)" for x in v):
+        elif any(x == "worse" for x in v):
             summary.append(f"**{name}: did not hold** (significantly reversed in at least one setting: "
                            f"{', '.join(f'n_train = {n}: {x}' for n, x in zip(ns, v))}).")
         else:
@@ -578,10 +595,18 @@ def _print_results(study: dict) -> None:
         print(f"## {label}\n{results_table(runs)}\n")
 
 
+def _run(a: cli.StudyArgs) -> dict:
+    return run_study(a.configs if a.custom else None, a.bindings, a.workdir, a.report_dir, progress=a.progress,
+                     settings_plan=SMOKE_SETTINGS if a.smoke else STUDY_SETTINGS, prov=a.provenance)
+
+
+STUDY = cli.Study(name="distill", description=__doc__.split("\n\n")[0], run=_run, print_results=_print_results,
+                  default_configs=(), smoke_bindings=SMOKE_BINDINGS, data_dir_bindings=(), report_needs_all=True)
+
+
 def main(argv: list[str] | None = None) -> int:
     """Command line entry point (see the module docstring); returns the exit status."""
-    return arms_study_main(sys.argv[1:] if argv is None else argv, name="distill",
-                           description=__doc__.split("\n\n")[0], run_study=run_study, print_results=_print_results)
+    return cli.study_main(STUDY, argv)
 
 
 if __name__ == "__main__":

@@ -2,9 +2,12 @@
 
 Usage::
 
-    python -m experiments.grokking                                   # full study -> experiments/results/grokking.md
-    python -m experiments.grokking --config configs/grokking/stablemax.gin [--workdir runs/grokking]
+    python -m experiments.grokking                    # full study -> runs/grokking/grokking.md
+    python -m experiments.grokking --write_report     # ... and regenerate experiments/results/grokking.md
+    python -m experiments.grokking --smoke            # every arm, tiny (seconds)
     python -m experiments.grokking --config configs/grokking/softmax.gin --config.grokking.steps=500
+
+The flags are those of every study (:mod:`experiments.kit.cli`).
 
 Task: modular addition ``(a + b) mod p`` (``p = 113``), every pair ``(a, b)`` once, a random
 ``train_fraction`` (40 %) of the ``p²`` pairs for training and the rest for test. Model: an MLP on
@@ -30,7 +33,8 @@ import dataclasses
 import os
 import sys
 import time
-from typing import Any, Callable, Sequence
+from collections.abc import Callable, Sequence
+from typing import Any
 
 import gin
 import jax
@@ -40,8 +44,9 @@ import optax
 
 import lossjax
 from experiments.common.metrics import append_jsonl, env_info, write_json
-from experiments.common.study_utils import arms_study_main, load_done, save_done
 from experiments.common.typecheck import check_field_types
+from experiments.kit import cli, report
+from experiments.kit.runs import finished_run, write_run
 
 __all__ = ["GrokkingConfig", "ARMS", "parse_grokking_config", "make_data", "init_params", "apply_mlp",
            "make_optimizer", "per_example_loss", "run_one", "run_study", "summarize", "render_markdown",
@@ -134,25 +139,7 @@ def parse_grokking_config(files: Sequence[str] = (), bindings: Sequence[str] = (
     Raises:
       ValueError: an unreadable or malformed file, a bad binding or a bad field value.
     """
-    from experiments.common.config import _add_search_path  # lets `include 'configs/...'` resolve anywhere
-
-    gin.clear_config()
-    _add_search_path()
-    for f in files:
-        try:
-            gin.parse_config_file(f)
-        except OSError as e:
-            raise ValueError(f"config file {f}: cannot be read ({e}).") from e
-        except (SyntaxError, ValueError, KeyError) as e:
-            raise ValueError(f"config file {f}: {type(e).__name__}: {e}") from e
-    try:
-        gin.parse_config(list(bindings))
-    except (SyntaxError, ValueError, KeyError) as e:
-        raise ValueError(f"config override: {type(e).__name__}: {e}") from e
-    try:
-        return _GinGrokking()
-    except TypeError as e:  # a wrong field type (check_field_types)
-        raise ValueError(str(e)) from e
+    return cli.parse_study_config(files, bindings, _GinGrokking)
 
 
 # ---------------------------------------------------------------------------------------------
@@ -310,7 +297,7 @@ def run_one(cfg: GrokkingConfig, workdir: str, *, progress: bool = True) -> dict
 
     Returns the results dict (``config``, ``summary``, ``records``, ``wall_time_s``, ``skipped``).
     """
-    done = load_done(workdir, cfg.to_dict())
+    done = finished_run(workdir, cfg.to_dict())
     if done is not None:
         return {**done, "skipped": True}
     os.makedirs(workdir, exist_ok=True)
@@ -323,14 +310,15 @@ def run_one(cfg: GrokkingConfig, workdir: str, *, progress: bool = True) -> dict
         records = _train(cfg, workdir, progress)
     res = {"config": cfg.to_dict(), "summary": summarize(records), "records": records,
            "wall_time_s": time.perf_counter() - t0}
-    save_done(workdir, res)
+    write_run(workdir, cfg.to_dict(), res)
     return {**res, "skipped": False}
 
 
 def run_study(config_files: Sequence[str] | None, bindings: Sequence[str], workdir: str, out: str | None,
-              *, progress: bool = True) -> dict:
+              *, progress: bool = True, prov: dict | None = None) -> dict:
     """Run ``config_files`` (default: every arm of :data:`ARMS`) and write the report into ``out``
-    (if given). ``bindings`` apply to every run. Returns ``{"runs": {arm: results}, "wall_time_s"}``."""
+    (if given; ``prov`` is its provenance). ``bindings`` apply to every run.
+    Returns ``{"runs": {arm: results}, "wall_time_s"}``."""
     t0 = time.perf_counter()
     files = list(config_files) if config_files else [os.path.join(CONFIG_DIR, f"{a}.gin") for a in ARMS]
     runs: dict[str, dict] = {}
@@ -344,7 +332,7 @@ def run_study(config_files: Sequence[str] | None, bindings: Sequence[str], workd
               f"SC max {s['max_softmax_collapse_fraction']:.3f} {how}", file=sys.stderr, flush=True)
     study = {"runs": runs, "wall_time_s": time.perf_counter() - t0}
     if out is not None:
-        write_report(study, out)
+        write_report(study, out, prov)
     return study
 
 
@@ -368,7 +356,8 @@ def results_table(runs: dict[str, dict]) -> str:
              "|---|---|---|---|---|---|---|---|---|"]
     for name, r in runs.items():
         s = r["summary"]
-        lines.append(f"| {_LABELS.get(name, name)} | {s['final_train_accuracy']:.3f} | {s['final_test_accuracy']:.3f} | "
+        lines.append(f"| {_LABELS.get(name, name)} | {s['final_train_accuracy']:.3f} | "
+                     f"{s['final_test_accuracy']:.3f} | "
                      f"{s['best_test_accuracy']:.3f} | {_fmt_step(s['step_train_100'])} | "
                      f"{_fmt_step(s['step_test_grok'])} | {s['max_softmax_collapse_fraction']:.3f} | "
                      f"{s['final_zero_loss_fraction']:.3f} | {s['final_train_loss']:.3g} |")
@@ -442,15 +431,16 @@ def render_markdown(study: dict) -> str:
                      f"dtype {r['config']['dtype']}" for n, r in runs.items())
     return f"""# Grokking at the edge of numerical stability (Prieto et al., ICLR 2025) — CPU reproduction
 
-Regenerate: `python -m experiments.grokking` (all arms, skipping finished ones in `runs/grokking/`;
-one arm: `python -m experiments.grokking --config configs/grokking/<arm>.gin`). Training time of the
+Regenerate: `python -m experiments.grokking --write_report` (all arms, skipping finished ones in
+`runs/grokking/`; one arm: `python -m experiments.grokking --config configs/grokking/<arm>.gin`). Training time of the
 arms: {total:.0f} s on the 2-core CPU (this report's study call: {study['wall_time_s']:.0f} s).
 
 ## Setting
 
 Modular addition `(a + b) mod {c['modulus']}`, all {c['modulus']**2} pairs, {c['train_fraction']:.0%} for training
 (seed {c['seed']}), the rest for test. MLP on the concatenated one-hot codes of `a` and `b`, {c['depth']} ReLU
-layer(s) of width {c['hidden']}, logits × {c['logit_scale']:g}. Full-batch Adam (b2 = {c['b2']}), constant learning rate,
+layer(s) of width {c['hidden']}, logits × {c['logit_scale']:g}. Full-batch Adam (b2 = {c['b2']}), constant \
+learning rate,
 {c['steps']} steps, metrics every {c['log_every']} steps; the same initialisation and split for every arm.
 SC fraction = fraction of training rows with `Σ exp(x − max x) == 1` exactly in the training dtype;
 zero-loss fraction = fraction of exactly-zero per-example training losses.
@@ -481,29 +471,30 @@ collapse faster with scaled logits; here a logit scale of 4 stopped the AdamW ar
 """
 
 
-def write_report(study: dict, out: str) -> str:
+def write_report(study: dict, out: str, prov: dict | None = None) -> str:
     """Write ``grokking.md``, ``grokking.json`` (summaries and configs) and ``grokking.png`` into ``out``."""
-    os.makedirs(out, exist_ok=True)
     runs = study["runs"]
-    _plot(runs, os.path.join(out, "grokking.png"))
-    write_json(os.path.join(out, "grokking.json"),
-               {"wall_time_s": study["wall_time_s"],
-                "runs": {k: {"config": r["config"], "summary": r["summary"], "wall_time_s": r["wall_time_s"]}
-                         for k, r in runs.items()}})
-    path = os.path.join(out, "grokking.md")
-    with open(path, "w") as f:
-        f.write(render_markdown(study))
-    return path
+    data = {"wall_time_s": study["wall_time_s"],
+            "runs": {k: {"config": r["config"], "summary": r["summary"], "wall_time_s": r["wall_time_s"]}
+                     for k, r in runs.items()}}
+    return report.write_report(out, "grokking", render_markdown(study), data, lambda path: _plot(runs, path), prov)
 
 
-def _print_results(study: dict) -> None:
-    print(results_table(study["runs"]))
+def _run(a: cli.StudyArgs) -> dict:
+    return run_study(a.configs, a.bindings, a.workdir, a.report_dir, progress=a.progress, prov=a.provenance)
+
+
+STUDY = cli.Study(
+    name="grokking", description=__doc__.split("\n\n")[0], run=_run,
+    print_results=lambda study: print(results_table(study["runs"])),
+    default_configs=tuple(os.path.join(CONFIG_DIR, f"{a}.gin") for a in ARMS),
+    smoke_bindings=("grokking.modulus = 11", "grokking.hidden = 16", "grokking.steps = 6", "grokking.log_every = 3"),
+    data_dir_bindings=(), report_needs_all=True)
 
 
 def main(argv: list[str] | None = None) -> int:
     """Command line entry point (see the module docstring); returns the exit status."""
-    return arms_study_main(sys.argv[1:] if argv is None else argv, name="grokking",
-                           description=__doc__.split("\n\n")[0], run_study=run_study, print_results=_print_results)
+    return cli.study_main(STUDY, argv)
 
 
 if __name__ == "__main__":

@@ -1,8 +1,12 @@
 """Robust losses under synthetic label noise (the LDR paper's comparison, at CPU scale).
 
-    python -m experiments.noisy_labels [--config configs/noisy_labels/digits.gin]
-                                       [--data_dir DIR] [--workdir runs/noisy_labels]
-                                       [--out experiments/results] [--config.noisy_labels.<f>=v]
+    python -m experiments.noisy_labels                  # digits study -> runs/noisy_labels/noisy_labels.md
+    python -m experiments.noisy_labels --write_report   # ... and regenerate experiments/results/noisy_labels.md
+    python -m experiments.noisy_labels --smoke          # three losses, tiny MLP (seconds)
+    python -m experiments.noisy_labels --config configs/noisy_labels/cifar10.gin --data_dir DIR
+
+The flags are those of every study (:mod:`experiments.kit.cli`); the default workdir is
+``runs/<noisy_labels.name>``.
 
 Nine losses — CE (optax), GCE, truncated GCE, Taylor CE, SCE, APL (NCE+RCE), LDR-KL, ALDR-KL
 and MAE (all from :mod:`lossjax.losses`) — are trained on the digits data (or CIFAR-10/100 from
@@ -23,7 +27,8 @@ All (seed × noise setting) runs of one loss are trained together with ``jax.vma
 compiles once); the unit of resumption is one loss: ``<workdir>/<loss>/results.json`` is written
 when its runs finish, and a rerun skips losses that have one (with the same config). Per-epoch
 clean-test accuracies go to ``<workdir>/<loss>/metrics.jsonl`` as training proceeds. The report
-(``noisy_labels.md``, ``.json``, ``.png``) is written to ``--out``.
+(``<name>.md``, ``.json``, ``.png``) is written to the report directory; its verdict sentences are
+computed from the numbers (:func:`verdicts`).
 """
 
 from __future__ import annotations
@@ -34,7 +39,7 @@ import os
 import re
 import sys
 import time
-from typing import Callable
+from collections.abc import Callable
 
 import gin
 import jax
@@ -44,12 +49,13 @@ import optax
 
 import lossjax
 from experiments.common.data import DataError, Dataset, load_cifar, load_digits_dataset
-from experiments.common.metrics import append_jsonl, env_info, write_json
+from experiments.common.metrics import append_jsonl, env_info, fmt_mean_std, mean_std, write_json
 from experiments.common.models import SmallCNN
 from experiments.common.steps import normalize_images
-from experiments.common.study_utils import (MLP, ROOT, chunked_apply, fmt_mean_std, load_done, mean_std,
-                                            parse_study_config, save_done, study_parser)
 from experiments.common.typecheck import check_field_types
+from experiments.kit import cli, report, stats
+from experiments.kit.mlp import MLP
+from experiments.kit.runs import finished_run, write_run
 
 __all__ = ["NoisyLabelsConfig", "LOSSES", "ASYM_MAPS", "parse_noise", "corrupt_labels", "make_loss",
            "train_loss_group", "run_study", "main"]
@@ -331,7 +337,7 @@ def load_data(cfg: NoisyLabelsConfig) -> Dataset:
 def build_net(cfg: NoisyLabelsConfig, num_classes: int):
     """``MLP`` or ``SmallCNN``."""
     if cfg.model == "mlp":
-        return MLP(hidden=cfg.hidden, depth=cfg.depth, num_classes=num_classes)
+        return MLP(hidden=(cfg.hidden,) * cfg.depth, out=num_classes)
     return SmallCNN(width=cfg.width, num_classes=num_classes)
 
 
@@ -343,6 +349,20 @@ def _tx(cfg: NoisyLabelsConfig) -> optax.GradientTransformation:
 # ---------------------------------------------------------------------------------------------
 # vmapped training of one loss over all (seed, noise) runs
 # ---------------------------------------------------------------------------------------------
+
+
+def chunked_apply(fn: Callable[[jax.Array], jax.Array], x: jax.Array, chunk: int) -> jax.Array:
+    """``fn`` over the leading axis of ``x`` in chunks of ``chunk`` rows (inside jit: a
+    ``lax.map`` over a zero-padded ``[n_chunks, chunk, ...]`` view); returns ``fn``'s rows for
+    the ``len(x)`` real inputs only."""
+    n = x.shape[0]
+    c = max(1, min(chunk, n))
+    n_chunks = -(-n // c)
+    pad = n_chunks * c - n
+    xp = jnp.concatenate([x, jnp.zeros((pad, *x.shape[1:]), x.dtype)]) if pad else x
+    out = jax.lax.map(fn, xp.reshape(n_chunks, c, *x.shape[1:]))
+    out = out.reshape(n_chunks * c, *out.shape[2:])
+    return out[:n]
 
 
 def _make_fns(cfg: NoisyLabelsConfig, ds: Dataset, loss_fn: LossFn):
@@ -361,7 +381,8 @@ def _make_fns(cfg: NoisyLabelsConfig, ds: Dataset, loss_fn: LossFn):
                 logits, new = net.apply(variables, xn, train=True, mutable=["batch_stats"])
                 return logits, new["batch_stats"]
             return net.apply(variables, xn, train=False), variables["batch_stats"]
-        return net.apply(variables, xn, train=train), {}
+        out = net.apply(variables, xn, train=train)
+        return (out["out"] if isinstance(out, dict) else out), {}
 
     def init_one(seed):
         key = jax.random.key(seed)
@@ -420,7 +441,7 @@ def train_loss_group(loss: str, cfg: NoisyLabelsConfig, ds: Dataset, workdir: st
     conf = dict(cfg.to_dict(), loss=loss)
     for k in ("progress", "log_every", "losses", "data_dir", "name"):
         conf.pop(k)
-    done = load_done(workdir, conf)
+    done = finished_run(workdir, conf)
     if done is not None:
         print(f"[skip] {loss}: {workdir}/results.json exists", file=sys.stderr)
         return done
@@ -470,8 +491,7 @@ def train_loss_group(loss: str, cfg: NoisyLabelsConfig, ds: Dataset, workdir: st
         })
     res = {"loss": loss, "config": conf, "runs": runs, "wall_time_s": wall,
            "epoch_compiles": int(epoch_fn._cache_size()), "env": env_info()}
-    save_done(workdir, res)
-    return res
+    return write_run(workdir, conf, res)
 
 
 # ---------------------------------------------------------------------------------------------
@@ -537,7 +557,7 @@ def plot(results: dict[str, dict], cfg: NoisyLabelsConfig, path: str) -> str:
     return path
 
 
-def run_study(cfg: NoisyLabelsConfig, workdir: str, out: str | None) -> dict:
+def run_study(cfg: NoisyLabelsConfig, workdir: str, out: str | None, prov: dict | None = None) -> dict:
     """Train every loss (skipping finished ones), then write ``<out>/<stem>.{json,png}`` and the
     tables (returned; the Markdown report's prose lives in ``<out>/<stem>.md``, see
     :func:`write_report`)."""
@@ -564,19 +584,72 @@ def run_study(cfg: NoisyLabelsConfig, workdir: str, out: str | None) -> dict:
                    "memorised": _memo_table(results, cfg)},
     }
     if out:
+        prov = prov or report.provenance()
         os.makedirs(out, exist_ok=True)
-        write_json(os.path.join(out, f"{stem}.json"), summary)
+        write_json(os.path.join(out, f"{stem}.json"), {**summary, "provenance": prov})
         plot(results, cfg, os.path.join(out, f"{stem}.png"))
-        write_report(summary, os.path.join(out, f"{stem}.md"), stem)
+        write_report(summary, os.path.join(out, f"{stem}.md"), stem, prov)
     return summary
 
 
 _REPORT_MARK = "<!-- generated tables: everything below this line is rewritten by the study -->"
 
 
-def write_report(summary: dict, path: str, stem: str) -> None:
-    """Write the generated part of the report; a hand-written preamble above ``_REPORT_MARK``
-    in an existing ``path`` is kept."""
+def _mean_ranks(acc: dict[str, dict[str, list[float]]]) -> dict[str, float]:
+    """Mean over noise settings of each loss's rank by mean final accuracy (1 = best)."""
+    losses, noise = list(acc), list(next(iter(acc.values())))
+    ranks: dict[str, list[int]] = {l: [] for l in losses}
+    for z in noise:
+        for r, l in enumerate(sorted(losses, key=lambda l: -float(np.mean(acc[l][z]))), 1):
+            ranks[l].append(r)
+    return {l: float(np.mean(v)) for l, v in ranks.items()}
+
+
+def verdicts(summary: dict) -> str:
+    """The report's verdict sentences, computed from ``summary["final_test_accuracy"]``.
+
+    * The LDR paper's claim (Zhu, Ying & Yang, ICML 2023, §5 tables): ALDR-KL/LDR-KL reach the best
+      or near-best average rank — here "near-best" means a mean rank among the three best losses.
+    * The robust-loss claim shared by these papers: a robust loss beats CE under noisy labels —
+      per noisy setting, the paired t-test (over seeds, same noise draw) of loss − CE accuracy.
+    """
+    acc = summary["final_test_accuracy"]
+    out = []
+    ranks = _mean_ranks(acc)
+    order = sorted(ranks, key=ranks.get)
+    ldr = [l for l in order if l.split(":")[0] in ("ldr_kl", "aldr_kl")]
+    if ldr and len(ldr) < len(order):  # an ablation of LDR variants alone has no claim to rank
+        top = order[:3]
+        best_ldr = ldr[0]
+        held = best_ldr in top
+        out.append("* **LDR claim (best or near-best mean rank):** "
+                   + ", ".join(f"{loss_label(l)} {ranks[l]:.1f}" for l in ldr)
+                   + f" of {len(order)} losses; best {loss_label(order[0])} ({ranks[order[0]]:.1f}); top three: "
+                   + ", ".join(loss_label(l) for l in top) + f" → **{'held' if held else 'did not hold'}** here.")
+    order_z = summary.get("config", {}).get("noise") or list(next(iter(acc.values())))
+    noisy = [z for z in order_z if parse_noise(z)[1] > 0]
+    if "ce" in acc and noisy:
+        rows = ["| loss | " + " | ".join(f"Δ vs CE at {z} (pp)" for z in noisy) + " |",
+                "|---" * (len(noisy) + 1) + "|"]
+        better = {}
+        for l in acc:
+            if l == "ce":
+                continue
+            cells = []
+            for z in noisy:
+                t = stats.paired_t_test(100 * (np.asarray(acc[l][z]) - np.asarray(acc["ce"][z])), better="higher")
+                better.setdefault(l, []).append(t.verdict == "better")
+                cells.append(f"{t.fmt(1)} ({t.verdict})")
+            rows.append(f"| {loss_label(l)} | " + " | ".join(cells) + " |")
+        counts = ", ".join(f"{z} {sum(v[i] for v in better.values())} of {len(better)}" for i, z in enumerate(noisy))
+        out.append(f"* **Robust losses beat CE under label noise:** losses significantly better than CE (paired "
+                   f"t-test at 5 % over seeds): {counts}; per loss:\n\n" + "\n".join(rows))
+    return "\n".join(out) or "* (no claim applies to this set of losses: the tables below compare them)"
+
+
+def write_report(summary: dict, path: str, stem: str, prov: dict | None = None) -> None:
+    """Write the generated part of the report (provenance, verdicts, tables); a hand-written
+    preamble (setting and caveats, no verdicts) above ``_REPORT_MARK`` in an existing ``path`` is kept."""
     pre = ""
     if os.path.exists(path):
         with open(path) as f:
@@ -588,7 +661,8 @@ def write_report(summary: dict, path: str, stem: str) -> None:
     rates = {z: fmt_mean_std([100 * v for v in vs], 1) for z, vs in summary["realised_noise_rate"].items()}
     t = summary["tables"]
     body = (
-        f"{_REPORT_MARK}\n\n"
+        f"{_REPORT_MARK}\n\n{report.provenance_line(prov or report.provenance())}\n\n"
+        "### Verdicts (computed from the numbers below)\n\n" + verdicts(summary) + "\n\n"
         f"Dataset {summary['dataset']}: {summary['n_train']} train (noisy labels) / {summary['n_test']} test "
         f"(clean). Realised fraction of corrupted training labels (%): "
         + ", ".join(f"{z} {v}" for z, v in rates.items())
@@ -609,28 +683,31 @@ def write_report(summary: dict, path: str, stem: str) -> None:
         f.write(pre + body)
 
 
-def main(argv: list[str] | None = None) -> int:
-    argv = list(sys.argv[1:] if argv is None else argv)
-    parser = study_parser("python -m experiments.noisy_labels", __doc__.split("\n\n")[0], DEFAULT_CONFIG)
-    try:
-        _, cfg, args = parse_study_config(argv, parser, DEFAULT_CONFIG, _GinNoisyLabels, "noisy_labels.data_dir")
-    except (ValueError, TypeError) as e:
-        print(f"error: {e}", file=sys.stderr)
-        return 2
-    workdir = args.workdir or os.path.join("runs", cfg.name)
-    out = args.out or os.path.join(ROOT, "experiments", "results")
-    stem = cfg.name
-    try:
-        s = run_study(cfg, workdir, out)
-    except DataError as e:
-        print(f"data error: {e}", file=sys.stderr)
-        return 2
-    except ValueError as e:
-        print(f"error: {e}", file=sys.stderr)
-        return 2
+def _run(a: cli.StudyArgs) -> dict:
+    cfg = cli.parse_study_config(a.configs, a.bindings, _GinNoisyLabels)
+    workdir = os.path.join("runs", cfg.name + ("_smoke" if a.smoke else "")) if a.default_workdir else a.workdir
+    out = workdir if a.report_dir == a.workdir else a.report_dir  # the report goes next to the runs by default
+    return run_study(cfg, workdir, out, a.provenance)
+
+
+def _print(s: dict) -> None:
     print(s["tables"]["final"])
-    print(f"study wall time {s['study_wall_time_s']:.1f} s -> {out}/{stem}.md", file=sys.stderr)
-    return 0
+    print(f"study wall time {s['study_wall_time_s']:.1f} s", file=sys.stderr)
+
+
+STUDY = cli.Study(
+    name="noisy_labels", description=__doc__.split("\n\n")[0], run=_run, print_results=_print,
+    default_configs=(os.path.join(report.ROOT, DEFAULT_CONFIG),),
+    smoke_bindings=("noisy_labels.n_train = 200", "noisy_labels.n_test = 100", "noisy_labels.hidden = 16",
+                    "noisy_labels.depth = 1", "noisy_labels.epochs = 2", "noisy_labels.seeds = (0, 1)",
+                    "noisy_labels.losses = ('ce', 'gce', 'aldr_kl')", "noisy_labels.noise = ('sym0', 'sym40')",
+                    "noisy_labels.tgce_warmup = 1", "noisy_labels.progress = False"),
+    data_dir_bindings=("data.data_dir", "noisy_labels.data_dir"))
+
+
+def main(argv: list[str] | None = None) -> int:
+    """Command line entry point (see the module docstring); returns the exit status."""
+    return cli.study_main(STUDY, argv)
 
 
 if __name__ == "__main__":

@@ -2,9 +2,12 @@
 
 Usage::
 
-    python -m experiments.regression                       # full study -> experiments/results/regression.md
-    python -m experiments.regression --config configs/regression/diabetes_hl_gauss.gin [--workdir runs/regression]
+    python -m experiments.regression                   # full study -> runs/regression/regression.md
+    python -m experiments.regression --write_report    # ... and regenerate experiments/results/regression.md
+    python -m experiments.regression --smoke           # tiny MLPs, two settings (seconds)
     python -m experiments.regression --config configs/regression/hetero_mse.gin --config.regression.epochs=50
+
+The flags are those of every study (:mod:`experiments.kit.cli`).
 
 Tasks (``regression.task``):
 
@@ -26,7 +29,7 @@ The seeds are trained together (``jax.vmap``), so each loss compiles its trainin
 
 With no ``--config`` the full study runs every ``configs/regression/<task>_<loss>.gin``, skipping
 runs whose ``results.json`` exists, and writes ``regression.md``, ``regression.json`` and
-``regression.png`` into ``--out``. Workdir layout: ``<workdir>/<task>/<loss>/`` (``metrics.jsonl``,
+``regression.png`` into the report directory. Workdir layout: ``<workdir>/<task>/<loss>/`` (``metrics.jsonl``,
 ``results.json``, ``env.json``).
 """
 
@@ -37,7 +40,8 @@ import functools
 import os
 import sys
 import time
-from typing import Any, Sequence
+from collections.abc import Sequence
+from typing import Any
 
 import gin
 import jax
@@ -47,8 +51,8 @@ import numpy as np
 import lossjax
 from experiments.common import small_models as sm
 from experiments.common.metrics import append_jsonl, env_info, write_json
-from experiments.common.study_utils import arms_study_main
 from experiments.common.typecheck import check_field_types
+from experiments.kit import cli, report, stats
 
 __all__ = ["RegressionConfig", "TASKS", "LOSSES", "parse_regression_config", "make_task_data", "support_bounds",
            "make_loss_fn", "run_one", "run_study", "paired_verdict", "render_markdown", "write_report", "main"]
@@ -63,6 +67,11 @@ _DIABETES_N = 442
 # the study (3x the training budget on hetero, to separate under-training from the loss itself).
 STUDY_SETTINGS: tuple[tuple[str, str, tuple[str, ...]], ...] = (
     ("diabetes", "diabetes", ()), ("hetero", "hetero", ()), ("hetero_300ep", "hetero", ("regression.epochs = 300",)))
+# --smoke: tiny MLPs, two seeds, two epochs, two settings (same code path).
+SMOKE_BINDINGS = ("regression.seeds = (0, 1)", "regression.hidden = (8,)", "regression.epochs = 2",
+                  "regression.num_bins = 11", "regression.n_train = 64", "regression.n_test = 50",
+                  "regression.batch_size = 16")
+SMOKE_SETTINGS = (("diabetes", "diabetes", ()), ("hetero", "hetero", ()))
 
 
 @dataclasses.dataclass(frozen=True)
@@ -139,22 +148,7 @@ _GinRegression = gin.external_configurable(RegressionConfig, name="regression")
 
 def parse_regression_config(files: Sequence[str] = (), bindings: Sequence[str] = ()) -> RegressionConfig:
     """Parse gin ``files`` then ``bindings`` into a :class:`RegressionConfig` (errors name the file)."""
-    from experiments.common.config import _add_search_path  # lets `include 'configs/...'` resolve anywhere
-
-    gin.clear_config()
-    _add_search_path()
-    for f in files:
-        try:
-            gin.parse_config_file(f)
-        except OSError as e:
-            raise ValueError(f"config file {f}: cannot be read ({e}).") from e
-        except (SyntaxError, ValueError, KeyError) as e:
-            raise ValueError(f"config file {f}: {type(e).__name__}: {e}") from e
-    try:
-        gin.parse_config(list(bindings))
-    except (SyntaxError, ValueError, KeyError) as e:
-        raise ValueError(f"config override: {type(e).__name__}: {e}") from e
-    return _GinRegression()
+    return cli.parse_study_config(files, bindings, _GinRegression)
 
 
 # ---------------------------------------------------------------------------------------------
@@ -311,7 +305,8 @@ def run_one(cfg: RegressionConfig, workdir: str, *, progress: bool = True) -> di
     if not np.all(np.isfinite(np.asarray(loss))):
         raise FloatingPointError(f"{cfg.task}/{cfg.loss}: non-finite training loss {np.asarray(loss).tolist()}.")
     width = (v_max - v_min) / cfg.num_bins
-    res = {"task": cfg.task, "loss": cfg.loss, "seeds": seeds, "n_train": int(n), "n_test": int(data["x_test"].shape[1]),
+    res = {"task": cfg.task, "loss": cfg.loss, "seeds": seeds, "n_train": int(n),
+           "n_test": int(data["x_test"].shape[1]),
            "v_min": v_min, "v_max": v_max, "bin_width_std": width, "sigma_std": cfg.sigma_ratio * width,
            "y_std": data["y_std"].tolist(), "final_train_loss": np.asarray(loss).tolist(),
            **{f"final_{k}": v for k, v in ev.items()}, "test_rmse_curve": np.asarray(curves).T.tolist(),
@@ -327,10 +322,11 @@ def run_one(cfg: RegressionConfig, workdir: str, *, progress: bool = True) -> di
 
 def run_study(config_files: Sequence[str] | None, bindings: Sequence[str], workdir: str, out: str | None,
               *, progress: bool = True,
-              settings_plan: Sequence[tuple[str, str, Sequence[str]]] = STUDY_SETTINGS) -> dict:
+              settings_plan: Sequence[tuple[str, str, Sequence[str]]] = STUDY_SETTINGS,
+              prov: dict | None = None) -> dict:
     """Run ``config_files`` (default: every ``<task>_<loss>.gin`` in every setting of
-    ``settings_plan``) and, when ``out`` is given, write the report there. ``bindings`` apply to
-    every run; a setting's own bindings come after them. Given ``config_files``, each run is
+    ``settings_plan``) and, when ``out`` is given, write the report there (``prov``: its provenance).
+    ``bindings`` apply to every run; a setting's own bindings come after them. Given ``config_files``, each run is
     labelled by its task.
 
     Returns ``{"tasks": {label: {loss: results}}, "configs": {label: {loss: config}}, "wall_time_s": ...}``.
@@ -354,26 +350,15 @@ def run_study(config_files: Sequence[str] | None, bindings: Sequence[str], workd
               file=sys.stderr, flush=True)
     study = {"tasks": results, "configs": cfgs, "wall_time_s": time.perf_counter() - t0}
     if out is not None:
-        write_report(study, out)
+        write_report(study, out, prov)
     return study
 
 
-# two-sided 95 % Student-t quantiles t_{0.975, df}
-_T975 = {1: 12.71, 2: 4.30, 3: 3.18, 4: 2.78, 5: 2.57, 6: 2.45, 7: 2.36, 8: 2.31, 9: 2.26, 10: 2.23}
-
-
 def paired_verdict(d: np.ndarray | None) -> str:
-    """Verdict on per-seed RMSE differences ``d = classification − MSE`` (lower RMSE is better),
-    paired two-sided t-test at 5 %: ``"beats"`` (significantly lower), ``"worse"`` (significantly
-    higher), ``"no significant difference"``, or ``"n/a"`` (missing or < 2 seeds)."""
-    if d is None or len(d) < 2:
-        return "n/a"
-    m, s = sm.mean_std(d)
-    if s == 0.0:
-        return "beats" if m < 0 else ("worse" if m > 0 else "no significant difference")
-    t = m / (s / np.sqrt(len(d)))
-    crit = _T975.get(len(d) - 1, 2.0)
-    return "beats" if t < -crit else ("worse" if t > crit else "no significant difference")
+    """Verdict on per-seed RMSE differences ``d = classification − MSE`` (lower RMSE is better):
+    the paired two-sided t-test at 5 % of :func:`experiments.kit.stats.paired_t_test`, one of
+    ``"better"`` (significantly lower RMSE), ``"worse"``, ``"no significant difference"``, ``"n/a"``."""
+    return stats.paired_t_test(d, better="lower").verdict
 
 
 def _paired(runs: dict, a: str, b: str, key: str = "final_test_rmse") -> np.ndarray | None:
@@ -437,18 +422,13 @@ def _plot(study: dict, path: str) -> None:
     plt.close(fig)
 
 
-def write_report(study: dict, out: str) -> str:
+def write_report(study: dict, out: str, prov: dict | None = None) -> str:
     """Write ``regression.md``, ``regression.json`` and ``regression.png`` into ``out``; returns the .md path."""
-    from experiments.common.checkpoint import atomic_write
-
-    os.makedirs(out, exist_ok=True)
     raw = {t: {m: {k: v for k, v in r.items() if k != "skipped"} for m, r in runs.items()}
            for t, runs in study["tasks"].items()}
-    write_json(os.path.join(out, "regression.json"), {"tasks": raw, "configs": study["configs"], "env": env_info()})
-    _plot(study, os.path.join(out, "regression.png"))
-    md = os.path.join(out, "regression.md")
-    atomic_write(md, render_markdown(study))
-    return md
+    return report.write_report(out, "regression", render_markdown(study),
+                               {"tasks": raw, "configs": study["configs"], "env": env_info()},
+                               lambda path: _plot(study, path), prov)
 
 
 def _fmt_d(d: np.ndarray | None) -> str:
@@ -485,19 +465,20 @@ _CAVEATS = """Why the paper's claim may not transfer to this scale:
 
 def _claim_text(study: dict) -> str:
     tasks = list(study["tasks"])
-    lines = ["| task | HL-Gauss − MSE test RMSE (paired) | verdict | two-hot − MSE | verdict |", "|---|---|---|---|---|"]
+    lines = ["| task | HL-Gauss − MSE test RMSE (paired) | verdict | two-hot − MSE | verdict |",
+             "|---|---|---|---|---|"]
     held = {}
     for t in tasks:
         runs = study["tasks"][t]
         dh, dt = _paired(runs, "hl_gauss", "mse"), _paired(runs, "two_hot", "mse")
-        held[t] = paired_verdict(dh)
+        held[t] = paired_verdict(dh)  # "better" = HL-Gauss has the lower RMSE
         lines.append(f"| {t} | {_fmt_d(dh)} | {held[t]} | {_fmt_d(dt)} | {paired_verdict(dt)} |")
     lines += ["", "Negative Δ = the classification loss has the lower (better) test RMSE. Verdict: paired two-sided "
               "t-test at 5 % over seeds (same split/data and the same initial hidden layers per seed).", ""]
     summary = []
     for t in tasks:
         v = held[t]
-        if v == "beats":
+        if v == "better":
             summary.append(f"**{t}: held — HL-Gauss beat MSE** (significantly lower test RMSE).")
         elif v == "no significant difference":
             summary.append(f"**{t}: held in its weak form — HL-Gauss matched MSE** (no significant difference; "
@@ -535,7 +516,7 @@ def _diagnosis(runs: dict[str, dict], verdict: str) -> str:
         return ""
     tr_m, te_m = np.mean(runs["mse"]["final_train_rmse"]), np.mean(runs["mse"]["final_test_rmse"])
     tr_h, te_h = np.mean(runs["hl_gauss"]["final_train_rmse"]), np.mean(runs["hl_gauss"]["final_test_rmse"])
-    if verdict == "beats" and tr_m < tr_h:
+    if verdict == "better" and tr_m < tr_h:
         return (f"MSE fits the training set more tightly (train RMSE {tr_m:.3g} vs {tr_h:.3g}) but generalises "
                 f"worse: the gain is a regularisation effect of the cross-entropy head against an over-fitting "
                 f"MSE baseline (no early stopping), not better fitting.")
@@ -559,9 +540,10 @@ def render_markdown(study: dict) -> str:
     parts = [
         "# Regression as classification: MSE vs two-hot vs HL-Gauss (CPU scale)",
         "",
-        "Regenerate: `python -m experiments.regression` (runs `configs/regression/{diabetes,hetero}_"
+        "Regenerate: `python -m experiments.regression --write_report` (runs `configs/regression/{diabetes,hetero}_"
         "{mse,two_hot,hl_gauss}.gin`, and the hetero configs again with `regression.epochs = 300` (a training-"
-        "budget ablation added after the 100-epoch results had been seen); workdirs under `runs/regression/`, finished runs are skipped; writes this "
+        "budget ablation added after the 100-epoch results had been seen); workdirs under `runs/regression/`, "
+        "finished runs are skipped; writes this "
         "file, `regression.json` (raw per-seed numbers and curves) and `regression.png`).",
         "",
         "## The claim",
@@ -571,7 +553,8 @@ def render_markdown(study: dict) -> str:
         "the target with cross-entropy against an **HL-Gauss** target (a Gaussian of σ = 0.75 bin widths "
         "integrated over the bins; Imani & White 2018), and reading out the expectation, **matches or beats MSE "
         "regression**, and beats two-hot targets. The paper's evidence is from deep RL value functions "
-        "(Atari, robotics, chess, Wordle) and large networks. Here the claim is tested on plain supervised regression with small MLPs.",
+        "(Atari, robotics, chess, Wordle) and large networks. Here the claim is tested on plain supervised "
+        "regression with small MLPs.",
         "",
         "## Setting",
         "",
@@ -601,7 +584,8 @@ def render_markdown(study: dict) -> str:
         "sample std over seeds; Δ is the paired per-seed difference to MSE. Same recipe for every loss, fixed "
         "before the runs (not tuned on test data). All seeds of a loss train together (`jax.vmap`): one "
         "compilation per loss.",
-        f"* Cost on the shared 2-core CPU: {_runs_time(study):.0f} s summed over the {sum(len(v) for v in study['tasks'].values())} runs (each includes its "
+        f"* Cost on the shared 2-core CPU: {_runs_time(study):.0f} s summed over the "
+        f"{sum(len(v) for v in study['tasks'].values())} runs (each includes its "
         f"compilation); this invocation took {study['wall_time_s']:.0f} s (finished runs are skipped).",
         "",
     ]
@@ -630,10 +614,18 @@ def _print_results(study: dict) -> None:
         print(f"## {t}\n{results_table(runs)}\n")
 
 
+def _run(a: cli.StudyArgs) -> dict:
+    return run_study(None if not a.custom else a.configs, a.bindings, a.workdir, a.report_dir, progress=a.progress,
+                     settings_plan=SMOKE_SETTINGS if a.smoke else STUDY_SETTINGS, prov=a.provenance)
+
+
+STUDY = cli.Study(name="regression", description=__doc__.split("\n\n")[0], run=_run, print_results=_print_results,
+                  default_configs=(), smoke_bindings=SMOKE_BINDINGS, data_dir_bindings=(), report_needs_all=True)
+
+
 def main(argv: list[str] | None = None) -> int:
     """Command line entry point (see the module docstring); returns the exit status."""
-    return arms_study_main(sys.argv[1:] if argv is None else argv, name="regression",
-                           description=__doc__.split("\n\n")[0], run_study=run_study, print_results=_print_results)
+    return cli.study_main(STUDY, argv)
 
 
 if __name__ == "__main__":

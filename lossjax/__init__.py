@@ -7,8 +7,10 @@ Subpackages:
 * :mod:`lossjax.sharpness` — SAM, ASAM, AACE-SAM, GSAM, Friendly-SAM, LookSAM, Momentum-SAM,
   SAF, MESA and ⊥Grad as chainable ``optax`` transformations (re-exported here).
 * :mod:`lossjax.kernels` — ``linear_cross_entropy`` (Cut Cross-Entropy: naive / chunked /
-  Pallas / Triton) and the two-pass softmax.
+  Pallas-Triton; sharded and vocab-parallel) and the two-pass softmax.
 * :mod:`lossjax.scaling` — scaling-law forms, published constants and a robust fitter.
+* :mod:`lossjax.diagnostics` — sharpness measurement: top Hessian eigenvalues (power
+  iteration, Lanczos), Hutchinson trace, SAM ε-/m-sharpness, ASAM adaptive sharpness.
 
 Example:
   >>> import jax.numpy as jnp, optax
@@ -22,7 +24,7 @@ Example:
   (3,)
 """
 
-from lossjax import kernels, losses, scaling, sharpness
+from lossjax import diagnostics, kernels, losses, scaling, sharpness
 from lossjax.kernels import linear_cross_entropy, two_pass_log_softmax, two_pass_softmax
 from lossjax.sharpness import (
     FlaxSAMGrads,
@@ -30,6 +32,7 @@ from lossjax.sharpness import (
     LookSAMState,
     MESAState,
     MSAMState,
+    NNXSAMGrads,
     SAFState,
     SAMOutput,
     SAMState,
@@ -51,6 +54,9 @@ from lossjax.sharpness import (
     mesa_targets,
     msam,
     msam_params,
+    nnx_apply,
+    nnx_sam_grads,
+    nnx_sam_step,
     orthograd,
     per_replica,
     saf,
@@ -68,6 +74,7 @@ __all__ = [
     "losses",
     "scaling",
     "sharpness",
+    "diagnostics",
     # kernels
     "linear_cross_entropy",
     "two_pass_softmax",
@@ -94,6 +101,10 @@ __all__ = [
     "per_replica",
     "flax_sam_grads",
     "FlaxSAMGrads",
+    "nnx_sam_grads",
+    "nnx_sam_step",
+    "nnx_apply",
+    "NNXSAMGrads",
     "saf",
     "saf_targets",
     "SAFState",

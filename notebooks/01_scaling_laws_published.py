@@ -22,6 +22,7 @@
 # `LOSSJAX_SMOKE=1` shrinks the grids; asserts make a notebook that fits nonsense fail.
 
 # %%
+# %matplotlib inline
 import time
 
 import matplotlib.pyplot as plt
@@ -29,6 +30,7 @@ import numpy as np
 
 from lossjax import scaling as S
 from lossjax.scaling import published as P
+
 import nbhelpers as H
 
 cfg = H.settings()
@@ -90,7 +92,7 @@ for name, row in table.items():
     print(f"{name:28s} a={row['a']:.3f} b={row['b']:.3f}  N_opt={row['N_opt@5.76e23']:.3g} "
           f"D_opt={row['D_opt@5.76e23']:.3g}  tokens/param={row['tokens_per_param@5.76e23']:.1f}")
 results["chinchilla_allocation"] = table
-# spec §1.5: Approach 3 (TeX values) a ≈ 0.46, b ≈ 0.54; Besiroglu a ≈ 0.51, ~20 tokens/param
+# Hoffmann et al. §3.3, Approach 3 (TeX values) a ≈ 0.46, b ≈ 0.54; Besiroglu a ≈ 0.51, ~20 tokens/param
 assert round(table["Hoffmann 2022 (TeX values)"]["a"], 2) == 0.46
 assert round(table["Besiroglu et al. 2024"]["a"], 2) == 0.51
 assert 15 < table["Besiroglu et al. 2024"]["tokens_per_param@5.76e23"] < 25
@@ -138,7 +140,7 @@ results["chinchilla_recovery"] = {
     "noise_free_fit": rep0.fitted_params, "noise_free_max_rel_err": max(rep0.rel_error.values()),
     "noisy_fit": rep1.fitted_params, "noisy_ci_lower": bs.lower, "noisy_ci_upper": bs.upper,
     "noisy_true_covered": rep1.covered}
-# With 1% loss noise E and A/B trade off (spec §1.7): report, and assert on the exponents'
+# With 1% loss noise E and A/B trade off (docs/design/experiments.md §4): report, and assert on the exponents'
 # allocation, which is what the frontier needs.
 a_true = 0.28 / 0.62
 a_fit = float(S.chinchilla_allocation_exponents(rep1.fitted_params)[0])

@@ -27,12 +27,14 @@
 # tiniest off-trend models are excluded from the fit (fits with and without are both shown).
 
 # %%
+# %matplotlib inline
 import time
 
 import matplotlib.pyplot as plt
 import numpy as np
 
 from lossjax import scaling as S
+
 import nbhelpers as H
 
 cfg = H.settings()
@@ -110,7 +112,7 @@ for loss, bs in digits_fits.items():
     lo, hi = bs.interval("alpha")
     assert 0 < bs.fit.params["alpha"] and lo <= bs.fit.params["alpha"] <= hi
     if not SMOKE:
-        # spec §1.9 measured α ≈ 0.8 for CE with widths >= 8; allow a broad band
+        # docs/design/experiments.md §5: α ≈ 0.8 for CE with widths >= 8; allow a broad band
         assert 0.2 < bs.fit.params["alpha"] < 3.0, bs
 
 # %% [markdown]

@@ -24,6 +24,7 @@
 # optimise schedules outside the family it was fitted on.
 
 # %%
+# %matplotlib inline
 import time
 
 import matplotlib.pyplot as plt
@@ -31,6 +32,7 @@ import numpy as np
 import optax
 
 from lossjax import scaling as S
+
 import nbhelpers as H
 
 cfg = H.settings()

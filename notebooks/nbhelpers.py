@@ -2,7 +2,8 @@
 
 * :func:`settings` — smoke flag (``LOSSJAX_SMOKE=1``) and output folders
   (``LOSSJAX_FIGURES_DIR``, ``LOSSJAX_RESULTS_DIR``; defaults ``notebooks/figures`` and
-  ``notebooks/results``).
+  ``notebooks/results`` in full mode, a scratch folder under the system temp directory in
+  smoke mode, so a smoke run never overwrites the committed figures and results).
 * Data that ships with the software: scikit-learn's ``load_digits`` (1,797 real 8x8 digits,
   bundled in the wheel) and the source text of a few Python standard-library modules.
 * :func:`train_digits_mlp` — a 64→w→10 ReLU MLP on digits (seeds vmapped).
@@ -15,16 +16,20 @@ from __future__ import annotations
 import functools
 import json
 import os
+import sys
 import sysconfig
+import tempfile
 from pathlib import Path
 
-import numpy as np
 import jax
 import jax.numpy as jnp
+import numpy as np
 import optax
 
 __all__ = [
     "settings",
+    "is_smoke",
+    "SMOKE_SCRATCH",
     "save_json",
     "load_digits_split",
     "train_digits_mlp",
@@ -75,12 +80,25 @@ except ImportError:  # pragma: no cover - depends on the checkout
         return -jnp.expm1(q * logp) / q
 
 
+SMOKE_SCRATCH = Path(tempfile.gettempdir()) / "lossjax_notebooks_smoke"
+
+
+def is_smoke() -> bool:
+    """True when ``LOSSJAX_SMOKE`` is set to anything but ``""``, ``0``, ``false``, ``False``."""
+    return os.environ.get("LOSSJAX_SMOKE", "0") not in ("", "0", "false", "False")
+
+
 def settings() -> dict:
-    """Smoke flag and output folders from the environment (creates the folders)."""
-    smoke = os.environ.get("LOSSJAX_SMOKE", "0") not in ("", "0", "false", "False")
-    here = Path(__file__).resolve().parent
-    figs = Path(os.environ.get("LOSSJAX_FIGURES_DIR", here / "figures"))
-    res = Path(os.environ.get("LOSSJAX_RESULTS_DIR", here / "results"))
+    """Smoke flag and output folders from the environment (creates the folders).
+
+    Full mode writes to ``notebooks/figures`` and ``notebooks/results`` (the committed files);
+    smoke mode defaults to ``SMOKE_SCRATCH/{figures,results}``. ``LOSSJAX_FIGURES_DIR`` and
+    ``LOSSJAX_RESULTS_DIR`` override either.
+    """
+    smoke = is_smoke()
+    base = SMOKE_SCRATCH if smoke else Path(__file__).resolve().parent
+    figs = Path(os.environ.get("LOSSJAX_FIGURES_DIR", base / "figures"))
+    res = Path(os.environ.get("LOSSJAX_RESULTS_DIR", base / "results"))
     figs.mkdir(parents=True, exist_ok=True)
     res.mkdir(parents=True, exist_ok=True)
     return {"smoke": smoke, "figures": figs, "results": res}
@@ -103,14 +121,20 @@ def save_json(path: Path, obj: dict) -> None:
 
 
 def load_digits_split(n_test: int = 500, seed: int = 0):
-    """sklearn digits, pixels scaled to [0, 1], fixed random split (1,297 train / 500 test)."""
-    from sklearn.datasets import load_digits
+    """sklearn digits as flat ``[n, 64]`` float32 pixels in [0, 1]: the experiments' split.
 
-    x, y = load_digits(return_X_y=True)
-    perm = np.random.default_rng(seed).permutation(len(y))
-    x = (x[perm] / 16.0).astype(np.float32)
-    y = y[perm].astype(np.int32)
-    return (x[n_test:], y[n_test:]), (x[:n_test], y[:n_test])
+    The same stratified 1,297 / 500 split as the studies and the trainer
+    (``experiments.common.data.load_digits_dataset``), so the notebook's numbers are comparable
+    with the committed study reports. Returns ``((x_train, y_train), (x_test, y_test))``.
+    """
+    root = str(Path(__file__).resolve().parents[1])
+    if root not in sys.path:
+        sys.path.insert(0, root)
+    from experiments.common.data import load_digits_dataset
+
+    ds = load_digits_dataset(n_test=n_test, split_seed=seed)
+    flat = lambda x: (x.reshape(len(x), -1) / 255.0).astype(np.float32)  # noqa: E731
+    return (flat(ds.x_train), ds.y_train.astype(np.int32)), (flat(ds.x_test), ds.y_test.astype(np.int32))
 
 
 def digits_mlp_params(width: int) -> int:
@@ -227,7 +251,7 @@ def _lm_hidden(p, mask, xb):
     return jax.nn.gelu(e @ p["w"] + p["b"]) * mask
 
 
-@functools.lru_cache(maxsize=None)
+@functools.cache
 def _lm_runner(max_width, context, embed, batch, eval_every):
     """One jitted, vmapped training function per configuration (widths/LRs/seeds are inputs)."""
     adam = optax.scale_by_adam()

@@ -69,7 +69,9 @@ def test_brief_one_liners():
     # aace_sam in a chain: one update = grad at w - rho * g_ascent (no normalisation), then SGD
     tx = optax.chain(lossjax.aace_sam(rho=0.2), optax.sgd(0.1))
     params = {"w": jnp.array([1.0, -2.0])}
-    grad_fn = lambda q: {"w": jnp.array([2.0, 6.0]) * q["w"]}  # ∇ of w1² + 3 w2²
+    def grad_fn(q):  # ∇ of w1² + 3 w2²
+        return {"w": jnp.array([2.0, 6.0]) * q["w"]}
+
     ascent = {"w": jnp.array([0.5, 0.25])}
     updates, _ = tx.update(ascent, tx.init(params), params, grad_fn=grad_fn)
     w_pert = np.array([1.0, -2.0]) - 0.2 * np.array([0.5, 0.25])

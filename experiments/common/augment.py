@@ -11,7 +11,8 @@ uninterrupted run exactly.
 from __future__ import annotations
 
 import dataclasses
-from typing import Iterator, NamedTuple
+from collections.abc import Iterator
+from typing import NamedTuple
 
 import numpy as np
 
@@ -51,26 +52,36 @@ class AugmentConfig:
             raise ValueError(f"`pad_mode` must be 'reflect', 'constant', 'edge' or 'symmetric', got {self.pad_mode!r}.")
 
 
-def augment_batch(x: np.ndarray, cfg: AugmentConfig, rng: np.random.Generator) -> np.ndarray:
-    """Augment a uint8 batch ``[B, H, W, C]``; returns a new array (input untouched)."""
+def augment_batch(x: np.ndarray, cfg: AugmentConfig, rng: np.random.Generator, *,
+                  rows: slice | None = None, total: int | None = None) -> np.ndarray:
+    """Augment a uint8 batch ``[B, H, W, C]``; returns a new array (input untouched).
+
+    ``x`` may be rows ``rows`` of a batch of ``total`` images (one process's share): the
+    random draws are made for all ``total`` images and only this share's are used, so the
+    pieces of every process concatenate to the augmentation of the whole batch.
+    """
     b, h, w, _ = x.shape
+    total = b if total is None else total
+    sl = slice(0, total) if rows is None else rows
+    if sl.stop - sl.start != b:
+        raise ValueError(f"`rows` {sl} does not match the {b} images of `x`.")
     out = x
     if cfg.crop_pad:
         p = cfg.crop_pad
         padded = np.pad(x, ((0, 0), (p, p), (p, p), (0, 0)), mode=cfg.pad_mode)
-        dy = rng.integers(0, 2 * p + 1, size=b)
-        dx = rng.integers(0, 2 * p + 1, size=b)
-        rows = dy[:, None] + np.arange(h)[None, :]  # [B, H]
-        cols = dx[:, None] + np.arange(w)[None, :]  # [B, W]
-        out = padded[np.arange(b)[:, None, None], rows[:, :, None], cols[:, None, :]]
+        dy = rng.integers(0, 2 * p + 1, size=total)[sl]
+        dx = rng.integers(0, 2 * p + 1, size=total)[sl]
+        rr = dy[:, None] + np.arange(h)[None, :]  # [B, H]
+        cc = dx[:, None] + np.arange(w)[None, :]  # [B, W]
+        out = padded[np.arange(b)[:, None, None], rr[:, :, None], cc[:, None, :]]
     if cfg.flip:
-        flip = rng.random(b) < 0.5
+        flip = (rng.random(total) < 0.5)[sl]
         out = np.where(flip[:, None, None, None], out[:, :, ::-1], out)
     if cfg.cutout:
         s = cfg.cutout
-        apply = rng.random(b) < cfg.cutout_p
-        cy = rng.integers(0, h, size=b)
-        cx = rng.integers(0, w, size=b)
+        apply = (rng.random(total) < cfg.cutout_p)[sl]
+        cy = rng.integers(0, h, size=total)[sl]
+        cx = rng.integers(0, w, size=total)[sl]
         y0, x0 = np.clip(cy - s // 2, 0, h), np.clip(cx - s // 2, 0, w)
         y1, x1 = np.clip(cy - s // 2 + s, 0, h), np.clip(cx - s // 2 + s, 0, w)
         yy, xx = np.arange(h)[None, :, None], np.arange(w)[None, None, :]
@@ -102,19 +113,32 @@ def steps_per_epoch(n: int, batch_size: int) -> int:
 
 def train_batch(
     x: np.ndarray, y: np.ndarray, *, batch_size: int, seed: int, epoch: int, step: int,
-    augment: AugmentConfig, perm: np.ndarray | None = None,
+    augment: AugmentConfig, perm: np.ndarray | None = None, rows: slice | None = None,
 ) -> Batch:
-    """Training batch ``step`` of epoch ``epoch`` (deterministic)."""
+    """Training batch ``step`` of epoch ``epoch`` (deterministic).
+
+    ``rows``: build only these rows of the global batch (a process's share, see
+    ``experiments.common.distributed.local_rows``); the result equals the same rows of the
+    whole batch."""
     if perm is None:
         perm = epoch_permutation(len(x), seed, epoch)
     idx = perm[step * batch_size:(step + 1) * batch_size]
     rng = np.random.default_rng([seed, epoch, step, 1])
-    xb = augment_batch(x[idx], augment, rng)
+    if rows is not None:
+        idx = idx[rows]
+    xb = augment_batch(x[idx], augment, rng, rows=rows, total=batch_size)
     return Batch(xb, y[idx].astype(np.int32), idx.astype(np.int32), np.ones(len(idx), np.float32))
 
 
-def eval_batches(x: np.ndarray, y: np.ndarray, batch_size: int) -> Iterator[Batch]:
-    """Sequential batches covering every example; the last one is padded (mask 0, idx −1)."""
+def eval_batches(x: np.ndarray, y: np.ndarray, batch_size: int, rows: slice | None = None) -> Iterator[Batch]:
+    """Sequential batches covering every example; the last one is padded (mask 0, idx −1).
+
+    ``rows``: yield only these rows of each batch (a process's share)."""
+    for b in _eval_batches(x, y, batch_size):
+        yield b if rows is None else Batch(b.x[rows], b.y[rows], b.idx[rows], b.mask[rows])
+
+
+def _eval_batches(x: np.ndarray, y: np.ndarray, batch_size: int) -> Iterator[Batch]:
     n = len(x)
     for start in range(0, n, batch_size):
         xb, yb = x[start:start + batch_size], y[start:start + batch_size]

@@ -23,7 +23,8 @@ import ast
 import dataclasses
 import os
 import tokenize
-from typing import Any, Callable, Sequence
+from collections.abc import Callable, Sequence
+from typing import Any
 
 import gin
 

@@ -81,7 +81,7 @@ class Dataset:
     def image_shape(self) -> tuple[int, int, int]:
         return tuple(self.x_train.shape[1:])  # type: ignore[return-value]
 
-    def subset(self, n_train: int | None = None, n_test: int | None = None) -> "Dataset":
+    def subset(self, n_train: int | None = None, n_test: int | None = None) -> Dataset:
         """The first ``n_train`` / ``n_test`` examples (for quick runs)."""
         return dataclasses.replace(
             self,

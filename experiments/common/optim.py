@@ -11,7 +11,7 @@ mesa       ``chain(…, lossjax.sharpness.mesa(λ, τ, β))``   one pass + one E
 =========  ====================================================================================
 
 Weight decay is PyTorch-style coupled decay added to the (SAM) gradient at the unperturbed
-weights, before momentum — the DAV / ASAM / AACE code's semantics (spec §1.5). With
+weights, before momentum — the DAV / ASAM / AACE code's semantics (docs/design/sam_family.md §1). With
 ``group_size = m > 0`` (m-sharpness) the SAM transform is left out of the chain and the train
 step computes the group-averaged SAM gradient itself with ``lossjax.sharpness.sam_gradient``.
 """

@@ -15,10 +15,10 @@ def plot_run(records: list[dict], path: str, title: str = "") -> str:
     matplotlib.use("Agg")
     import matplotlib.pyplot as plt
 
-    ep = [r["epoch"] + 1 for r in records]
+    ep = [r["epoch"] for r in records]  # 1-based (metrics.jsonl)
     fig, ax = plt.subplots(1, 4, figsize=(16, 3.6))
     ax[0].plot(ep, [r["train_loss"] for r in records], label="train")
-    te = [(r["epoch"] + 1, r["test_loss"], r["test_accuracy"]) for r in records if r.get("test_loss") is not None]
+    te = [(r["epoch"], r["test_loss"], r["test_accuracy"]) for r in records if r.get("test_loss") is not None]
     if te:
         ax[0].plot([t[0] for t in te], [t[1] for t in te], label="test")
         ax[1].plot([t[0] for t in te], [100 * t[2] for t in te], label="test")
@@ -40,7 +40,8 @@ def plot_run(records: list[dict], path: str, title: str = "") -> str:
     return path
 
 
-def plot_study(curves: dict[str, list[list[float]]], path: str, title: str = "", ylabel: str = "test accuracy (%)") -> str:
+def plot_study(curves: dict[str, list[list[float]]], path: str, title: str = "",
+               ylabel: str = "test accuracy (%)") -> str:
     """Mean ± std over seeds of one curve per method (``{method: [per-seed curve, ...]}``)."""
     import matplotlib
 

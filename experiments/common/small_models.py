@@ -1,27 +1,22 @@
-"""Small MLPs trained on flat features, several seeds at once (``jax.vmap``), for CPU studies.
+"""Training helpers for small models on flat features, several seeds at once (``jax.vmap``).
 
-Shared by :mod:`experiments.distill` and :mod:`experiments.regression`. The pieces:
+Used by :mod:`experiments.distill` and :mod:`experiments.regression` (the model itself is the
+kit's :class:`experiments.kit.mlp.MLP`, re-exported here):
 
-* :class:`MLP` — ReLU MLP returning a dict ``{"out", "aux", "features"}`` (``aux`` is an optional
-  second linear head on the penultimate features, e.g. USKD's weak head).
 * :func:`init_stacked` — parameters of one model per seed, stacked along a leading axis.
 * :func:`make_epoch_fn` — one jitted, seed-vmapped training epoch (``lax.scan`` over shuffled
   minibatches) for any ``loss_fn(params, batch, step) -> scalar``; it compiles once per loss.
 * :func:`make_apply_fn` — the jitted, seed-vmapped forward pass for evaluation.
-* :func:`finished_run` / :func:`write_run` — the "skip finished runs" contract: a run directory
-  is done when its ``results.json`` exists and records the same config; a different config there
-  is an error (use another ``--workdir``), never a silent reuse.
-* :func:`parse_gin_config` — gin files + bindings → one study's frozen config dataclass.
-* :func:`paired_t_verdict` — the paired two-sided t-test the reports use (optionally with the
-  Nadeau–Bengio correction for repeated random splits).
-* :func:`stratified_subset`, :func:`mean_std`, :func:`fmt_mean_std` — small utilities.
+* :func:`stratified_subset`, :func:`config_hash`, :func:`count_params_per_seed` — small utilities.
+
+The finished-run contract is :mod:`experiments.kit.runs` (``finished_run``/``write_run``, re-exported).
 """
 
 from __future__ import annotations
 
 import json
-import os
-from typing import Any, Callable, Sequence
+from collections.abc import Callable, Sequence
+from typing import Any
 
 import flax.linen as nn
 import jax
@@ -29,8 +24,9 @@ import jax.numpy as jnp
 import numpy as np
 import optax
 
-from experiments.common.config import parse_gin_config  # noqa: F401 (re-exported)
-from experiments.common.metrics import fmt_mean_std, mean_std, write_json  # noqa: F401 (re-exported)
+from experiments.common.metrics import fmt_mean_std, mean_std  # noqa: F401 (re-exported)
+from experiments.kit.mlp import MLP  # noqa: F401 (re-exported)
+from experiments.kit.runs import finished_run, write_run  # noqa: F401 (re-exported)
 
 __all__ = [
     "MLP",
@@ -46,35 +42,9 @@ __all__ = [
     "fmt_mean_std",
     "config_hash",
     "count_params_per_seed",
-    "parse_gin_config",
-    "paired_t_verdict",
 ]
 
 LossFn = Callable[[Any, dict, jax.Array], jax.Array]
-
-
-class MLP(nn.Module):
-    """ReLU MLP ``in → hidden[0] → … → hidden[-1] → out`` (plus an optional ``aux`` head).
-
-    Attributes:
-      hidden: widths of the hidden layers (at least one).
-      out: width of the main linear head.
-      aux_out: width of an auxiliary linear head on the penultimate features (0 = none).
-    """
-
-    hidden: tuple[int, ...]
-    out: int
-    aux_out: int = 0
-
-    @nn.compact
-    def __call__(self, x: jax.Array) -> dict[str, jax.Array]:
-        h = x.astype(jnp.float32)
-        for i, w in enumerate(self.hidden):
-            h = nn.relu(nn.Dense(w, name=f"dense_{i}")(h))
-        res = {"out": nn.Dense(self.out, name="head")(h), "features": h}
-        if self.aux_out:
-            res["aux"] = nn.Dense(self.aux_out, name="aux_head")(h)
-        return res
 
 
 def _truncated_normal(rng: np.random.Generator, shape: tuple[int, ...]) -> np.ndarray:
@@ -194,65 +164,3 @@ def config_hash(d: dict) -> str:
     import hashlib
 
     return hashlib.sha256(json.dumps(d, sort_keys=True, default=str).encode()).hexdigest()[:10]
-
-
-def _normalise(obj: Any) -> Any:
-    return json.loads(json.dumps(obj, sort_keys=True, default=str))
-
-
-def finished_run(workdir: str, config: dict) -> dict | None:
-    """The stored results of ``workdir`` if it finished with ``config``, else None.
-
-    Raises:
-      ValueError: ``workdir/results.json`` exists but records a different config.
-    """
-    path = os.path.join(workdir, "results.json")
-    if not os.path.exists(path):
-        return None
-    with open(path) as f:
-        try:
-            res = json.load(f)
-        except json.JSONDecodeError:
-            return None  # a torn write (killed mid-write): redo the run
-    old, new = _normalise(res.get("config", {})), _normalise(config)
-    if old != new:
-        diff = [f"{k}: stored {old.get(k)!r} vs now {new.get(k)!r}"
-                for k in sorted(set(old) | set(new)) if old.get(k) != new.get(k)]
-        raise ValueError(f"workdir {workdir} holds a finished run of a different config ({'; '.join(diff)}). "
-                         "Use another --workdir.")
-    return res
-
-
-def write_run(workdir: str, config: dict, results: dict) -> dict:
-    """Write ``results.json`` (``results`` plus ``config``) atomically; returns what was written."""
-    out = dict(results, config=_normalise(config))
-    write_json(os.path.join(workdir, "results.json"), out)
-    return out
-
-
-def paired_t_verdict(diffs: Sequence[float], *, test_over_train: float = 0.0, level: float = 0.05) -> str:
-    """Two-sided paired t-test of ``mean(diffs) = 0`` at ``level``.
-
-    ``test_over_train`` > 0 applies the Nadeau–Bengio corrected resampled t-test for ``J``
-    repeated random train/test splits of one dataset (variance factor ``1/J + n_test/n_train``
-    instead of ``1/J``), since overlapping training sets make the plain test over-confident.
-
-    Returns:
-      ``"yes"`` (mean significantly > 0), ``"no (reversed)"`` (significantly < 0),
-      ``"not resolved"`` (neither) or ``"n/a"`` (fewer than 2 differences).
-    """
-    from scipy import stats
-
-    d = np.asarray(diffs, dtype=float)
-    if d.size < 2:
-        return "n/a"
-    m, s = float(d.mean()), float(d.std(ddof=1))
-    if s == 0.0:
-        return "yes" if m > 0 else ("no (reversed)" if m < 0 else "not resolved")
-    t = m / (s * np.sqrt(1.0 / d.size + test_over_train))
-    crit = float(stats.t.ppf(1.0 - level / 2.0, d.size - 1))
-    if t > crit:
-        return "yes"
-    if t < -crit:
-        return "no (reversed)"
-    return "not resolved"

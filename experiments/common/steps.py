@@ -2,7 +2,7 @@
 
 One train step = one optimizer update; it is compiled once per run (the batch shape is
 fixed, the epoch is a traced int32 scalar). Data parallelism is GSPMD: the batch is sharded
-over a 1-D ``('data',)`` mesh of all local devices (``AxisType.Auto`` — ``jax.make_mesh``
+over a 1-D ``('data',)`` mesh of all devices of all processes (``AxisType.Auto`` — ``jax.make_mesh``
 defaults to Explicit axes since JAX 0.8.1), state replicated; XLA inserts the all-reduces, so
 the result equals the single-device step (global SAM, m = global batch, synchronised BatchNorm
 statistics). m-sharpness (m < batch) is a config value (``optim.group_size``), computed with
@@ -14,7 +14,8 @@ the first (clean) pass only (``lossjax.sharpness.flax_sam_grads``).
 
 from __future__ import annotations
 
-from typing import Any, Callable
+from collections.abc import Callable
+from typing import Any
 
 import flax
 import flax.linen as nn
@@ -22,14 +23,15 @@ import jax
 import jax.numpy as jnp
 import numpy as np
 import optax
-from jax.sharding import AxisType, NamedSharding, PartitionSpec as P
+from jax.sharding import AxisType, NamedSharding
+from jax.sharding import PartitionSpec as P
 
 import lossjax.sharpness as lsh
-from lossjax.losses.aace import aace_loss
 from experiments.common.optim import OptimSetup
+from lossjax.losses.aace import aace_loss
 
 __all__ = ["TrainState", "make_train_step", "make_eval_step", "make_mesh", "shardings", "init_state",
-           "normalize_images", "put_batch"]
+           "normalize_images", "put_batch", "put_replicated"]
 
 _GROUP_AXIS = "m_sharpness_groups"
 
@@ -197,8 +199,9 @@ def make_eval_step(model: nn.Module, *, mean: tuple, std: tuple) -> Callable:
 
 
 def make_mesh(devices: list | None = None) -> jax.sharding.Mesh:
-    """1-D ``('data',)`` mesh over ``devices`` (default: all local devices), Auto axis type."""
-    devices = list(devices if devices is not None else jax.local_devices())
+    """1-D ``('data',)`` mesh over ``devices`` (default: every device of every process,
+    ``jax.devices()``), Auto axis type."""
+    devices = list(devices if devices is not None else jax.devices())
     return jax.make_mesh((len(devices),), ("data",), axis_types=(AxisType.Auto,), devices=devices)
 
 
@@ -207,10 +210,25 @@ def shardings(mesh: jax.sharding.Mesh) -> tuple[NamedSharding, NamedSharding]:
     return NamedSharding(mesh, P()), NamedSharding(mesh, P("data"))
 
 
-def put_batch(batch: dict, batch_sharding: NamedSharding, replicated: NamedSharding) -> dict:
-    """Place a host batch: arrays with a leading batch axis sharded, scalars replicated."""
+def put_batch(batch: dict, batch_sharding: NamedSharding, replicated: NamedSharding,
+              global_batch: int | None = None) -> dict:
+    """Place a host batch: arrays with a leading batch axis sharded, scalars replicated.
+
+    With several processes each one passes only its rows (``global_batch`` is the size of the
+    whole batch) and ``jax.make_array_from_process_local_data`` joins them into one global
+    array; with one process this is a plain ``device_put``."""
     out = {}
     for k, v in batch.items():
         v = np.asarray(v)
-        out[k] = jax.device_put(v, batch_sharding if v.ndim else replicated)
+        if v.ndim:
+            shape = (global_batch if global_batch is not None else v.shape[0], *v.shape[1:])
+            out[k] = jax.make_array_from_process_local_data(batch_sharding, v, shape)
+        else:
+            out[k] = jax.make_array_from_process_local_data(replicated, v)
     return out
+
+
+def put_replicated(tree: Any, replicated: NamedSharding) -> Any:
+    """Copy a pytree (identical on every process) onto every device of ``replicated``'s mesh."""
+    return jax.tree.map(lambda a: jax.make_array_from_process_local_data(replicated, np.asarray(a)),
+                        jax.device_get(tree))

@@ -34,6 +34,8 @@ __all__ = [
     "online_lse_merge",
     "tile_grad_logits",
     "matmul_precision",
+    "varying_axes",
+    "vary_like",
 ]
 
 
@@ -149,3 +151,30 @@ def tile_grad_logits(
     if softcap is not None:
         grad = grad * softcap_grad_factor(z, softcap)
     return grad, p - oh
+
+
+def varying_axes(*xs) -> tuple:
+    """Manual mesh axes (inside ``shard_map``) over which any of ``xs`` varies; () outside ``shard_map``."""
+    out: list = []
+    for x in xs:
+        if x is None:
+            continue
+        aval = jax.typeof(x)
+        mat = getattr(aval, "mat", None)
+        names = mat.varying if mat is not None else getattr(aval, "vma", ())
+        out += [a for a in names if a not in out]
+    return tuple(out)
+
+
+def vary_like(tree, *like):
+    """Mark the arrays in ``tree`` as varying over the manual axes of ``like`` (loop carries inside
+    ``shard_map`` must have the varying axes of the loop body's outputs); identity outside ``shard_map``."""
+    axes = varying_axes(*like)
+    if not axes:
+        return tree
+
+    def one(x):
+        missing = tuple(a for a in axes if a not in varying_axes(x))
+        return lax.pcast(x, missing, to="varying") if missing else x
+
+    return jax.tree.map(one, tree)

@@ -27,13 +27,14 @@ from __future__ import annotations
 
 import dataclasses
 import functools
+import math
 
 import jax
 import jax.numpy as jnp
 from jax import lax
 from jax.experimental import pallas as pl
 
-from lossjax.kernels.linear_ce_chunked import chunked_backward
+from lossjax.kernels.linear_ce_chunked import chunked_backward, chunked_nll_lse, grad_accumulators
 from lossjax.kernels.linear_ce_common import (
     LinearCEConfig,
     apply_softcap,
@@ -41,9 +42,12 @@ from lossjax.kernels.linear_ce_common import (
     online_lse_merge,
     online_lse_update,
     tile_grad_logits,
+    varying_axes,
 )
+from lossjax.kernels.linear_ce_config import PallasConfig, device_core_count
 
-__all__ = ["pallas_nll_lse", "pallas_lse_partials", "pallas_grad_logits", "is_power_of_two", "compiler_params"]
+__all__ = ["pallas_nll_lse", "pallas_rows", "pallas_lse_partials", "pallas_grad_logits", "is_power_of_two",
+           "compiler_params"]
 
 
 def is_power_of_two(x: int) -> bool:
@@ -56,6 +60,15 @@ def compiler_params(cfg: LinearCEConfig):
     from jax.experimental.pallas import triton as plt
 
     return plt.CompilerParams(num_warps=cfg.num_warps, num_stages=cfg.num_stages)
+
+
+def _out_struct(shape, dtype, *inputs):
+    """Output type of a ``pallas_call``; inside ``shard_map`` it varies over the inputs' manual axes."""
+    axes = varying_axes(*inputs)
+    if not axes:
+        return jax.ShapeDtypeStruct(shape, dtype)
+    mat = type(jax.typeof(inputs[0]).mat)(varying=frozenset(axes))
+    return jax.ShapeDtypeStruct(shape, dtype, manual_axis_type=mat)
 
 
 def _full_spec(shape):
@@ -173,7 +186,7 @@ def pallas_lse_partials(e, c, bias, targets, cfg: LinearCEConfig):
         prec=matmul_precision(e.dtype),
     )
     args = [e, c] + ([bias] if bias is not None else []) + [targets]
-    out = jax.ShapeDtypeStruct((splits, n), jnp.float32)
+    out = _out_struct((splits, n), jnp.float32, *args)
     return pl.pallas_call(
         kernel,
         out_shape=(out, out, out, out),
@@ -228,7 +241,7 @@ def pallas_grad_logits(e, c, bias, targets, lse, g, lam, chunk_start, chunk_lo, 
     args = [e, c] + ([bias] if bias is not None else []) + [targets, lse, g, lam, sc]
     return pl.pallas_call(
         kernel,
-        out_shape=jax.ShapeDtypeStruct((n, chunk), e.dtype),
+        out_shape=_out_struct((n, chunk), e.dtype, *args),
         grid=(-(-n // bn), chunk // bv),
         in_specs=[_full_spec(a.shape) for a in args],
         out_specs=_full_spec((n, chunk)),
@@ -283,9 +296,7 @@ def _backward(cfg: LinearCEConfig, res, cts):
             db = lax.dynamic_update_slice_in_dim(db, jnp.where(keep, db_k.astype(db.dtype), old_b), c0, 0)
         return (de, dc, db), None
 
-    db0 = None if bias is None else jnp.zeros(bias.shape, bias.dtype)
-    init = (jnp.zeros((n, dim), f32), jnp.zeros(c.shape, c.dtype), db0)
-    (de, dc, db), _ = lax.scan(body, init, jnp.arange(n_chunks, dtype=jnp.int32))
+    (de, dc, db), _ = lax.scan(body, grad_accumulators(e, c, bias), jnp.arange(n_chunks, dtype=jnp.int32))
     return de.astype(e.dtype), dc, db, None
 
 
@@ -305,3 +316,60 @@ def _fwd(e, c, bias, targets, cfg):
 
 
 pallas_nll_lse.defvjp(_fwd, _backward)
+
+
+def _prev_pow2(x: int) -> int:
+    return 1 << (max(int(x), 1).bit_length() - 1)
+
+
+def _largest_pow2_divisor(d: int, cap: int) -> int:
+    b = _prev_pow2(cap)
+    while b > 1 and d % b:
+        b //= 2
+    return b
+
+
+def pallas_rows(e, c, bias, targets, cfg: LinearCEConfig, pconf: PallasConfig, gpu: bool):
+    """Per-row ``(nll, lse)`` of [N, D] rows via the Pallas kernels, with block sizes fitted to the shapes.
+
+    Pads only tiny dimensions (N below one tile, D not a multiple of 16 on GPU), never C along V. The
+    default ``v_splits`` gives about two programs per core of the target device (:func:`device_core_count`).
+    """
+    interpret = (not gpu) if pconf.interpret is None else pconf.interpret
+    n, dim = e.shape
+    vocab = c.shape[0]
+    if not interpret and vocab < 16:  # below one Triton tile: the chunked path is exact and cheap here
+        return chunked_nll_lse(e, c, bias, targets, dataclasses.replace(cfg, block_v=vocab))
+    min_tile = 1 if interpret else 16  # Triton dots need >= 16 along every axis
+    pad_n = max(0, min_tile - n)
+    if dim % min_tile:
+        pad_d = min_tile - dim % min_tile  # rare: copies E and C once
+        e = jnp.pad(e, ((0, 0), (0, pad_d)))
+        c = jnp.pad(c, ((0, 0), (0, pad_d)))
+        dim += pad_d
+    t = targets
+    if pad_n:
+        e = jnp.pad(e, ((0, pad_n), (0, 0)))
+        t = jnp.pad(t, (0, pad_n), constant_values=cfg.ignore_index)
+    n_eff = n + pad_n
+    bn = min(pconf.block_n or 128, _prev_pow2(n_eff))
+    bv = min(pconf.block_v or 256, _prev_pow2(vocab))
+    bd = _largest_pow2_divisor(dim, pconf.block_d or (64 if not interpret else 256))
+    bwd_bv = min(128 if not interpret else 256, bv if pconf.block_v else 1 << 30, _prev_pow2(vocab))
+    chunk_req = pconf.bwd_chunk or (8192 if not interpret else 1024)
+    chunk = max(bwd_bv, min(_prev_pow2(chunk_req), (vocab // bwd_bv) * bwd_bv))
+    chunk = (chunk // bwd_bv) * bwd_bv
+    v_splits = pconf.v_splits
+    if v_splits is None:
+        n_tiles = -(-vocab // bv)
+        cores = pconf.num_cores or device_core_count(default=1)
+        v_splits = 1 if interpret else max(1, min(n_tiles, math.ceil(2 * cores / -(-n_eff // bn))))
+    cfg = dataclasses.replace(
+        cfg, block_n=bn, block_v=bv, block_d=bd, v_splits=int(v_splits), interpret=bool(interpret),
+        num_warps=pconf.num_warps or (8 if not interpret else 4), num_stages=pconf.num_stages or 3,
+        bwd_block_v=bwd_bv, bwd_chunk=chunk, fwd_loop=pconf.fwd_loop, bwd_impl=pconf.bwd_impl,
+    )
+    nll, lse = pallas_nll_lse(e, c, bias, t, cfg)
+    if pad_n:
+        nll, lse = nll[:n], lse[:n]
+    return nll, lse

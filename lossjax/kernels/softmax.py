@@ -11,17 +11,23 @@ with exact power-of-two rescaling. The online state of Milakov & Gimelshein (arX
 (running max M, rescaled sum S) instead; ``lse = M + log S``. Both are implemented here in pure JAX and as
 Pallas kernels (row blocks x column tiles, reductions inside ``fori_loop``; the GPU-correct layout).
 
-Guards (spec kernels.md §7.5): ``-inf`` maps to (0, -inf); ``+inf`` and NaN give NaN (as
+Guards (``docs/design/kernels.md`` §3): ``-inf`` maps to (0, -inf); ``+inf`` and NaN give NaN (as
 ``jax.nn.softmax``); ``n`` is computed from ``clip(x log2 e, +-2^125)``; the reduced argument is clamped to
-[-1, 1]. [VERIFY] With the two-constant Cody-Waite split used here the reduction is exact only for
+[-1, 1]. With the two-constant Cody-Waite split used here the reduction is exact only for
 |x| below about 2.2e4 without FMA; beyond, results stay within rounding of ``jax.nn.softmax`` on the tested
 rows because neighbouring floats are so far apart, but this is a measured, not a proven, property. The
 ``online`` state has no such caveat and is the default.
+
+Which algorithm runs: :func:`two_pass_softmax` and :func:`two_pass_log_softmax` take
+``algorithm='online'`` (the default: Milakov & Gimelshein's online normaliser, two passes, *not* the
+Dukhan & Ablavatski representation) or ``algorithm='extexp'`` (the paper's (mantissa, exponent)
+algorithm). The older keyword ``state=`` is a deprecated alias of ``algorithm=``.
 """
 
 from __future__ import annotations
 
 import functools
+import warnings
 from typing import Literal
 
 import jax
@@ -29,6 +35,8 @@ import jax.numpy as jnp
 from jax import lax
 from jax.experimental import pallas as pl
 from jax.typing import ArrayLike
+
+from lossjax.kernels.linear_ce_config import device_core_count
 
 __all__ = [
     "two_pass_softmax",
@@ -39,11 +47,13 @@ __all__ = [
     "online_softmax_update",
     "online_softmax_merge",
     "online_softmax_row_reduce",
+    "SOFTMAX_ALGORITHMS",
     "SOFTMAX_STATES",
     "SOFTMAX_IMPLS",
 ]
 
-SOFTMAX_STATES = ("online", "extexp")
+SOFTMAX_ALGORITHMS = ("online", "extexp")
+SOFTMAX_STATES = SOFTMAX_ALGORITHMS  # the older name of the same tuple
 SOFTMAX_IMPLS = ("auto", "jax", "pallas")
 
 _LOG2E = 1.4426950408889634
@@ -246,7 +256,8 @@ def _blocks(rows, cols, block_rows, block_cols, splits, interpret):
     bc = min(block_cols, _prev_pow2(cols))
     n_tiles = -(-cols // bc)
     if splits is None:
-        splits = 1 if interpret else max(1, min(n_tiles, -(-264 // -(-rows // br))))
+        # about two programs per core (SM) of the target device
+        splits = 1 if interpret else max(1, min(n_tiles, -(-2 * device_core_count() // -(-rows // br))))
     splits = max(1, min(int(splits), n_tiles))
     return br, bc, n_tiles, splits
 
@@ -318,6 +329,26 @@ def _softmax2d_bwd(log, state, opts, y, g):
 _softmax2d.defvjp(_softmax2d_fwd, _softmax2d_bwd)
 
 
+def _resolve_algorithm(algorithm: str | None, state: str | None, fn: str) -> str:
+    """The algorithm name from ``algorithm=`` or the deprecated alias ``state=`` (default 'online')."""
+    if state is not None:
+        warnings.warn(
+            f"{fn}(state=...) is deprecated; use algorithm=... (same values: 'online' or 'extexp')",
+            DeprecationWarning, stacklevel=3,
+        )
+        if algorithm is not None and algorithm != state:
+            raise ValueError(f"algorithm={algorithm!r} and its deprecated alias state={state!r} disagree")
+        if state not in SOFTMAX_ALGORITHMS:
+            raise ValueError(
+                f"state (deprecated alias of algorithm) must be one of {SOFTMAX_ALGORITHMS}, got {state!r}")
+        return state
+    if algorithm is None:
+        return "online"
+    if algorithm not in SOFTMAX_ALGORITHMS:
+        raise ValueError(f"algorithm must be one of {SOFTMAX_ALGORITHMS}, got {algorithm!r}")
+    return algorithm
+
+
 def _validate_and_run(x, axis, state, impl, block_rows, block_cols, splits, interpret, num_warps, log):
     x = jnp.asarray(x)
     if not jnp.issubdtype(x.dtype, jnp.floating) or x.dtype not in (jnp.float32, jnp.bfloat16, jnp.float16):
@@ -326,8 +357,8 @@ def _validate_and_run(x, axis, state, impl, block_rows, block_cols, splits, inte
         raise ValueError(f"x must have rank >= 1, got shape {x.shape}")
     if not isinstance(axis, int) or not -x.ndim <= axis < x.ndim:
         raise ValueError(f"axis={axis!r} is out of range for x of rank {x.ndim}")
-    if state not in SOFTMAX_STATES:
-        raise ValueError(f"state must be one of {SOFTMAX_STATES}, got {state!r}")
+    if state not in SOFTMAX_ALGORITHMS:
+        raise ValueError(f"algorithm must be one of {SOFTMAX_ALGORITHMS}, got {state!r}")
     if impl not in SOFTMAX_IMPLS:
         raise ValueError(f"impl must be one of {SOFTMAX_IMPLS}, got {impl!r}")
     for name, v in (("block_rows", block_rows), ("block_cols", block_cols)):
@@ -335,6 +366,11 @@ def _validate_and_run(x, axis, state, impl, block_rows, block_cols, splits, inte
             raise ValueError(f"{name} must be a power of two (Pallas-Triton loads need power-of-two shapes), got {v!r}")
     if x.size == 0:
         return x
+    if jax.default_backend() == "tpu" and impl in ("auto", "pallas") and not interpret:
+        # the Mosaic-TPU kernels (docs/design/kernels_tpu.md); imported here: softmax_tpu imports this module
+        from lossjax.kernels.softmax_tpu import two_pass_log_softmax_tpu, two_pass_softmax_tpu
+
+        return (two_pass_log_softmax_tpu if log else two_pass_softmax_tpu)(x, axis, algorithm=state, interpret=False)
     if impl == "auto":
         impl = "pallas" if jax.default_backend() == "gpu" else "jax"
     if interpret is None:
@@ -352,62 +388,80 @@ def two_pass_softmax(
     x: ArrayLike,
     axis: int = -1,
     *,
-    state: Literal["online", "extexp"] = "online",
+    algorithm: Literal["online", "extexp"] | None = None,
     impl: Literal["auto", "jax", "pallas"] = "auto",
     block_rows: int = 8,
     block_cols: int = 1024,
     splits: int | None = None,
     interpret: bool | None = None,
     num_warps: int = 4,
+    state: Literal["online", "extexp"] | None = None,
 ) -> jax.Array:
     r"""Softmax ``y_i = e^{x_i} / sum_j e^{x_j}`` along ``axis`` with two passes over the input.
 
-    Pass 1 reads x once and produces the normaliser: with ``state='extexp'`` the Dukhan & Ablavatski
-    extended-exponent sum ``(m_sum, n_sum)`` (arXiv 2001.04438, "Two-Pass Softmax Algorithm"), with
-    ``state='online'`` the running ``(max, sum)`` of Milakov & Gimelshein (arXiv 1805.02867). Pass 2 reads x
-    again and writes ``y = m / m_sum * 2^(n - n_sum)`` (resp. ``e^(x - M) / S``). HBM traffic is 2 reads +
-    1 write instead of 3 reads + 1 write for the three-pass algorithm. Computation is in f32; the output has
-    the input dtype. NaN pattern matches ``jax.nn.softmax`` (rows with +inf/NaN or all -inf give NaN).
-    Differentiable (custom VJP: ``dx = y (g - sum g y)``).
+    **Which algorithm runs.** By default (``algorithm='online'``) pass 1 keeps the online running
+    ``(M, S) = (max_j x_j, sum_j e^{x_j - M})`` of Milakov & Gimelshein (arXiv 1805.02867, Alg. 3) and pass 2
+    writes ``y_i = e^{x_i - M} / S``. This is a two-pass softmax but *not* the representation of Dukhan &
+    Ablavatski. ``algorithm='extexp'`` runs their algorithm (arXiv 2001.04438, Sec. 3, Alg. 2): pass 1
+    accumulates ``sum_j e^{x_j} = m_sum 2^{n_sum}`` in the extended-exponent (mantissa, exponent) form,
+    pass 2 writes ``y_i = m_i / m_sum * 2^{n_i - n_sum}``. Both read x twice and write y once, against three
+    reads and one write for the three-pass (max, sum-exp, normalise) softmax. The online state is the
+    default because it has no argument-range caveat (module docstring; ``docs/design/kernels.md`` §3) and
+    was faster on the H100 (``benchmarks/results/kernels_gpu_h100.md``); CPU timings of both against the
+    three-pass softmax are in ``benchmarks/results/softmax_cpu.md``.
+
+    Computation is in f32; the output has the input dtype. NaN pattern matches ``jax.nn.softmax`` (rows
+    with +inf/NaN or all -inf give NaN). Differentiable (custom VJP: ``dx = y (g - sum g y)``).
 
     Args:
       x: float array. axis: reduction axis.
-      state: 'online' (default) or 'extexp'.
-      impl: 'jax' (pure JAX), 'pallas' (kernels; interpret mode off-GPU) or 'auto' (pallas on GPU).
+      algorithm: 'online' (default when neither ``algorithm`` nor ``state`` is given) or 'extexp'.
+      impl: 'jax' (pure JAX), 'pallas' (kernels; interpret mode off-GPU) or 'auto' (pallas on GPU). On a TPU,
+        'auto' and 'pallas' run the Mosaic-TPU kernels (:mod:`lossjax.kernels.softmax_tpu`, their own blocks).
       block_rows, block_cols: Pallas tile (powers of two). splits: column splits of pass 1.
+      state: deprecated alias of ``algorithm`` (emits a ``DeprecationWarning``).
 
     Example:
       >>> import jax.numpy as jnp
       >>> from lossjax.kernels import two_pass_softmax
-      >>> y = two_pass_softmax(jnp.array([[0.0, jnp.log(3.0)]]), impl="jax")
+      >>> y = two_pass_softmax(jnp.array([[0.0, jnp.log(3.0)]]), impl="jax")   # algorithm='online'
+      >>> [round(float(v), 4) for v in y[0]]
+      [0.25, 0.75]
+      >>> y = two_pass_softmax(jnp.array([[0.0, jnp.log(3.0)]]), algorithm="extexp", impl="jax")
       >>> [round(float(v), 4) for v in y[0]]
       [0.25, 0.75]
     """
-    return _validate_and_run(x, axis, state, impl, block_rows, block_cols, splits, interpret, num_warps, False)
+    algorithm = _resolve_algorithm(algorithm, state, "two_pass_softmax")
+    return _validate_and_run(x, axis, algorithm, impl, block_rows, block_cols, splits, interpret, num_warps, False)
 
 
 def two_pass_log_softmax(
     x: ArrayLike,
     axis: int = -1,
     *,
-    state: Literal["online", "extexp"] = "online",
+    algorithm: Literal["online", "extexp"] | None = None,
     impl: Literal["auto", "jax", "pallas"] = "auto",
     block_rows: int = 8,
     block_cols: int = 1024,
     splits: int | None = None,
     interpret: bool | None = None,
     num_warps: int = 4,
+    state: Literal["online", "extexp"] | None = None,
 ) -> jax.Array:
-    r"""Log-softmax ``x_i - log sum_j e^{x_j}`` with the two-pass algorithm (see :func:`two_pass_softmax`).
+    r"""Log-softmax ``x_i - log sum_j e^{x_j}`` in two passes (algorithms as in :func:`two_pass_softmax`).
 
-    With the extended-exponent state, ``log y_i = log m_i + (n_i - n_sum) ln 2 - log m_sum`` (no cancellation
-    of the large ``n ln 2`` terms); with the online state ``log y_i = (x_i - M) - log S``.
-    Dukhan & Ablavatski, arXiv 2001.04438.
+    ``algorithm='online'`` (default; Milakov & Gimelshein, arXiv 1805.02867): ``log y_i = (x_i - M) - log S``.
+    ``algorithm='extexp'`` (Dukhan & Ablavatski, arXiv 2001.04438, Sec. 3):
+    ``log y_i = log m_i + (n_i - n_sum) ln 2 - log m_sum`` (no cancellation of the large ``n ln 2`` terms).
+    Other arguments as in :func:`two_pass_softmax`; ``state`` is a deprecated alias of ``algorithm``.
 
     Example:
       >>> import jax.numpy as jnp
       >>> from lossjax.kernels import two_pass_log_softmax
       >>> float(two_pass_log_softmax(jnp.zeros(4), impl="jax")[0]) == float(-jnp.log(4.0))
       True
+      >>> round(float(two_pass_log_softmax(jnp.zeros(4), algorithm="extexp", impl="jax")[0]), 6)
+      -1.386294
     """
-    return _validate_and_run(x, axis, state, impl, block_rows, block_cols, splits, interpret, num_warps, True)
+    algorithm = _resolve_algorithm(algorithm, state, "two_pass_log_softmax")
+    return _validate_and_run(x, axis, algorithm, impl, block_rows, block_cols, splits, interpret, num_warps, True)

@@ -17,148 +17,163 @@ Example:
 
 from lossjax.losses._core import (
     check_labels,
-    reduce_loss,
     margin_lse,
     masked_logsumexp,
+    reduce_loss,
 )
 from lossjax.losses.aace import (
     aace_loss,
 )
-from lossjax.losses.comp_sum import (
-    comp_sum_loss,
-    generalized_cross_entropy_loss,
-    truncated_generalized_cross_entropy_loss,
-    taylor_cross_entropy_loss,
-    mae_loss,
-    smooth_adversarial_comp_sum_loss,
+from lossjax.losses.anyloss import (
+    ANYLOSS_METRICS,
+    anyloss,
+    anyloss_loss,
 )
-from lossjax.losses.robust import (
-    reverse_cross_entropy_loss,
-    symmetric_cross_entropy_loss,
-    normalized_cross_entropy_loss,
-    normalized_focal_loss,
-    normalized_generalized_cross_entropy_loss,
-    normalized_mae_loss,
-    active_passive_loss,
-    ACTIVE_LOSSES,
-    PASSIVE_LOSSES,
-)
-from lossjax.losses.ldr import (
-    ldr_kl_loss,
-    aldr_kl_loss,
-    LDR_NORMALIZATIONS,
-)
-from lossjax.losses.focal import (
-    softmax_focal_loss,
-    dual_cross_entropy_loss,
-    dual_cross_entropy_focal_loss,
-    class_balanced_weights,
-    per_example_class_weights,
-)
-from lossjax.losses.zloss import (
-    spherical_z_loss,
-    logsumexp_squared_penalty,
-    cross_entropy_with_z_loss,
-)
-from lossjax.losses.stablemax import (
-    stablemax_log_transform,
-    stablemax,
-    log_stablemax,
-    stablemax_cross_entropy_loss,
-)
-from lossjax.losses.diagnostics import (
-    softmax_collapse_fraction,
-    zero_loss_fraction,
+from lossjax.losses.boundary import (
+    boundary_aware_cross_entropy_loss,
+    boundary_weight_map,
+    skeleton_recall_loss,
 )
 from lossjax.losses.calibration import (
     correctness_aware_loss,
 )
-from lossjax.losses.self_adjusting_dice import (
-    self_adjusting_dice_loss,
+from lossjax.losses.comp_sum import (
+    comp_sum_loss,
+    generalized_cross_entropy_loss,
+    mae_loss,
+    smooth_adversarial_comp_sum_loss,
+    taylor_cross_entropy_loss,
+    truncated_generalized_cross_entropy_loss,
 )
+from lossjax.losses.consistency import symmetric_consistency_loss
 from lossjax.losses.coverage import (
+    dco_gradient_factor,
     dco_loss,
     dco_loss_from_log_prob,
-    dco_gradient_factor,
 )
-from lossjax.losses.anyloss import (
-    anyloss,
-    anyloss_loss,
-    ANYLOSS_METRICS,
+from lossjax.losses.detection_score import dc_pdd_score, reference_log_frequencies
+from lossjax.losses.diagnostics import (
+    softmax_collapse_fraction,
+    zero_loss_fraction,
+)
+from lossjax.losses.distillation import (
+    binary_kl_loss,
+    binary_kl_norm_loss,
+    dkd_loss,
+    kd_loss,
+    nkd_loss,
+    plackett_luce_distillation_loss,
+    uskd_loss,
 )
 from lossjax.losses.ensloss import (
     ensloss_derivatives,
     ensloss_surrogate,
 )
-from lossjax.losses.trajectory import (
-    trajectory_kl_loss,
+from lossjax.losses.focal import (
+    class_balanced_weights,
+    dual_cross_entropy_focal_loss,
+    dual_cross_entropy_loss,
+    per_example_class_weights,
+    softmax_focal_loss,
 )
-from lossjax.losses.distillation import (
-    kd_loss,
-    nkd_loss,
-    uskd_loss,
-    dkd_loss,
-    binary_kl_loss,
-    binary_kl_norm_loss,
-    plackett_luce_distillation_loss,
-)
-from lossjax.losses.retrieval import (
-    decoupled_softmax_loss,
-    infonce_loss,
-    soft_topk_loss,
-    mann_whitney_loss,
-    profit_aware_pairwise_bce,
-    weighted_listwise_bce,
-)
-from lossjax.losses.preference import (
-    sequence_logprob,
-    dpo_loss,
-    spo_loss,
+from lossjax.losses.gan import relativistic_average_gan_loss, relativistic_gan_loss
+from lossjax.losses.ldr import (
+    LDR_NORMALIZATIONS,
+    aldr_kl_loss,
+    ldr_kl_loss,
 )
 from lossjax.losses.metric import (
-    multi_similarity_miner,
+    class_prototypes,
+    icnn_loss,
+    metrix_multi_similarity_loss,
+    mixup_positiveness,
     multi_similarity_loss,
+    multi_similarity_miner,
+    proto_triplet_loss,
+    soft_triple_center_regularizer,
+    soft_triple_loss,
     supcon_loss,
     triplet_loss,
-    soft_triple_loss,
-    soft_triple_center_regularizer,
-    mixup_positiveness,
-    metrix_multi_similarity_loss,
-    class_prototypes,
-    proto_triplet_loss,
-    icnn_loss,
-)
-from lossjax.losses.regression import (
-    bin_edges,
-    bin_centers,
-    hl_gauss_probs,
-    two_hot_probs,
-    categorical_projection,
-    bins_to_value,
-    hl_gauss_loss,
-    two_hot_loss,
-)
-from lossjax.losses.segmentation import (
-    jaccard_metric_loss,
-    dice_semimetric_loss,
-    sauna_jaccard_loss,
-    stable_focal_l1_loss,
-    soft_dice_loss,
-    tversky_loss,
-    generalized_dice_loss,
-    soft_skeleton,
-    cl_dice_loss,
-)
-from lossjax.losses.sequence import (
-    eisl_loss,
-    cs_divergence,
-    aggregate_response_loss,
-    input_gradient_penalty,
-    ce_input_gradient_penalty,
 )
 from lossjax.losses.neural_collapse import (
     NeuralCollapseMetrics,
     neural_collapse,
+)
+from lossjax.losses.nlm_direction import nlm_cosine
+from lossjax.losses.ordinal import ordinal_cross_entropy_loss, ordinal_logits
+from lossjax.losses.preference import (
+    dpo_loss,
+    sequence_logprob,
+    spo_loss,
+)
+from lossjax.losses.ranking_distill import cprd_loss
+from lossjax.losses.regression import (
+    bin_centers,
+    bin_edges,
+    bins_to_value,
+    categorical_projection,
+    hl_gauss_loss,
+    hl_gauss_probs,
+    two_hot_loss,
+    two_hot_probs,
+)
+from lossjax.losses.retrieval import (
+    decoupled_softmax_loss,
+    infonce_loss,
+    mann_whitney_loss,
+    profit_aware_pairwise_bce,
+    soft_topk_loss,
+    weighted_listwise_bce,
+)
+from lossjax.losses.robust import (
+    ACTIVE_LOSSES,
+    PASSIVE_LOSSES,
+    active_passive_loss,
+    normalized_cross_entropy_loss,
+    normalized_focal_loss,
+    normalized_generalized_cross_entropy_loss,
+    normalized_mae_loss,
+    reverse_cross_entropy_loss,
+    symmetric_cross_entropy_loss,
+)
+from lossjax.losses.segmentation import (
+    cl_dice_loss,
+    dice_semimetric_loss,
+    generalized_dice_loss,
+    jaccard_metric_loss,
+    sauna_jaccard_loss,
+    soft_dice_loss,
+    soft_skeleton,
+    stable_focal_l1_loss,
+    tversky_loss,
+)
+from lossjax.losses.self_adjusting_dice import (
+    self_adjusting_dice_loss,
+)
+from lossjax.losses.sequence import (
+    aggregate_response_loss,
+    ce_input_gradient_penalty,
+    cs_divergence,
+    eisl_loss,
+    input_gradient_penalty,
+)
+from lossjax.losses.stablemax import (
+    log_stablemax,
+    stablemax,
+    stablemax_cross_entropy_loss,
+    stablemax_log_transform,
+)
+from lossjax.losses.trajectory import (
+    trajectory_kl_loss,
+)
+from lossjax.losses.tri_bce import tri_bce_loss
+from lossjax.losses.unlearning import unlearning_joint_loss
+from lossjax.losses.utilization import embedding_utilization
+from lossjax.losses.variance import variance_constrained_cross_entropy_loss
+from lossjax.losses.zloss import (
+    cross_entropy_with_z_loss,
+    logsumexp_squared_penalty,
+    spherical_z_loss,
 )
 
 __all__ = [
@@ -261,4 +276,20 @@ __all__ = [
     "ce_input_gradient_penalty",
     "NeuralCollapseMetrics",
     "neural_collapse",
+    "symmetric_consistency_loss",
+    "ordinal_logits",
+    "ordinal_cross_entropy_loss",
+    "relativistic_gan_loss",
+    "relativistic_average_gan_loss",
+    "unlearning_joint_loss",
+    "cprd_loss",
+    "reference_log_frequencies",
+    "dc_pdd_score",
+    "boundary_weight_map",
+    "boundary_aware_cross_entropy_loss",
+    "skeleton_recall_loss",
+    "variance_constrained_cross_entropy_loss",
+    "tri_bce_loss",
+    "embedding_utilization",
+    "nlm_cosine",
 ]

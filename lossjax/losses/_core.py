@@ -11,7 +11,8 @@ Everything label-, mask- and reduction-related lives here, once:
 * :func:`finalize` zeroes masked rows with ``jnp.where`` (so a NaN in a masked row cannot leak),
   :func:`reduce_loss` reduces with ``mean = Σ w·ℓ / max(Σ w, 1)`` (an all-masked batch gives 0).
 
-Reference for the stable forms: the lossjax specification, ``losses_classification.md`` §0.
+The stable forms (everything through ``ℓu = log Σ_{k≠y} exp(x_k − x_y)``) are explained in
+``docs/design/test_vectors.md`` §1.
 """
 
 from __future__ import annotations
@@ -36,6 +37,7 @@ __all__ = [
     "finalize",
     "reduce_loss",
     "check_labels",
+    "poison_bad_labels",
     "nll_from_lu",
     "py_from_lu",
     "one_minus_py_from_lu",
@@ -49,6 +51,7 @@ __all__ = [
     "require_rank",
     "is_concrete",
     "compute_dtype",
+    "replicate_on_explicit_mesh",
 ]
 
 
@@ -137,20 +140,44 @@ def require_rank(x: Any, ranks: int | Sequence[int], name: str) -> None:
         raise ValueError(f"`{name}` must have rank {want}, got shape {jnp.shape(x)}.")
 
 
+def replicate_on_explicit_mesh(x: jax.Array) -> jax.Array:
+    """All-gather ``x`` over the explicit axes of the current mesh (identity otherwise).
+
+    Pairwise losses (every row against every other row) need the whole batch on every device;
+    on an Explicit mesh (``jax.make_mesh``'s default) JAX refuses the implicit all-gather, so
+    these losses state it. The gradient comes back with the input's sharding.
+    """
+    mesh = jax.sharding.get_abstract_mesh()
+    if mesh.empty or not mesh.explicit_axes:
+        return x
+    return jax.sharding.reshard(x, jax.sharding.PartitionSpec())
+
+
 def compute_dtype(dtype: Any) -> jnp.dtype:
     """float32 for half/single inputs, float64 for float64 inputs (only with x64 enabled)."""
     return jnp.promote_types(dtype, jnp.float32)
 
 
-def check_labels(labels: ArrayLike, num_classes: int, *, name: str = "labels") -> None:
+def check_labels(
+    labels: ArrayLike,
+    num_classes: int,
+    *,
+    where: ArrayLike | None = None,
+    ignore_index: int | None = None,
+    name: str = "labels",
+) -> None:
     """Eagerly check that integer ``labels`` lie in ``[0, num_classes)``.
 
-    Under ``jit`` an out-of-range label cannot raise (XLA clamps gathers), so the losses clip it;
-    call this outside ``jit`` (e.g. once on a dataset) to catch such labels.
+    The package-wide label rule (``docs/conventions.md``): an out-of-range label never becomes a
+    valid class. Every loss calls this on concrete labels (outside ``jit``), so a bad label raises
+    a ``ValueError`` naming ``labels``; under ``jit`` the example's value and gradient are NaN
+    instead. Rows masked by a per-example ``where`` and labels equal to ``ignore_index`` are not
+    checked (they do not count).
 
     Example:
         >>> import jax.numpy as jnp
         >>> check_labels(jnp.array([0, 2]), 3)
+        >>> check_labels(jnp.array([0, -100]), 3, ignore_index=-100)
         >>> check_labels(jnp.array([0, 3]), 3)
         Traceback (most recent call last):
         ...
@@ -161,10 +188,35 @@ def check_labels(labels: ArrayLike, num_classes: int, *, name: str = "labels") -
     arr = np.asarray(labels)
     if not np.issubdtype(arr.dtype, np.integer):
         raise TypeError(f"`{name}` must have an integer dtype, got {arr.dtype}.")
-    if arr.size and (arr.min() < 0 or arr.max() >= num_classes):
+    keep = np.ones(arr.shape, bool)
+    if where is not None:
+        if not is_concrete(where):
+            raise ValueError("check_labels needs a concrete `where`; call it outside jit.")
+        keep &= np.broadcast_to(np.asarray(where, bool), arr.shape)
+    if ignore_index is not None:
+        keep &= arr != ignore_index
+    vals = arr[keep]
+    if vals.size and (vals.min() < 0 or vals.max() >= num_classes):
         raise ValueError(
-            f"`{name}` must lie in [0, {num_classes}); found values in [{arr.min()}, {arr.max()}]."
+            f"`{name}` must lie in [0, {num_classes}); found values in [{vals.min()}, {vals.max()}]"
+            + ("" if ignore_index is None else f" (ignore_index={ignore_index} excepted)")
+            + "."
         )
+
+
+def poison_bad_labels(
+    x: jax.Array, labels: jax.Array, num_classes: int, ignore: jax.Array | None = None
+) -> jax.Array:
+    """Return ``x`` with every row whose label is out of ``[0, num_classes)`` set to NaN.
+
+    The traced half of the label rule: under ``jit`` a bad label cannot raise, so the example's
+    value and gradient become NaN (``x + NaN``, which keeps the gradient path) instead of being
+    silently clamped onto a valid class. ``ignore`` marks rows that are ignored (not poisoned).
+    """
+    bad = (labels < 0) | (labels >= num_classes)
+    if ignore is not None:
+        bad = bad & ~ignore
+    return x + jnp.where(bad, jnp.nan, 0.0).astype(x.dtype)[..., None]
 
 
 # --------------------------------------------------------------------------------------------
@@ -202,6 +254,7 @@ def prepare(
     where: ArrayLike | None = None,
     allow_soft: bool = True,
     allow_int: bool = True,
+    ignore_index: int | None = None,
     logits_name: str = "logits",
     labels_name: str = "labels",
 ) -> Prepared:
@@ -217,6 +270,13 @@ def prepare(
         valid class, or masked rows, contribute 0.
       allow_soft: whether probability labels are accepted.
       allow_int: whether integer labels are accepted.
+      ignore_index: optional integer label value that masks its row exactly like ``where``.
+
+    Out-of-range integer labels follow the package rule (``docs/conventions.md``): a
+    ``ValueError`` naming ``labels`` for concrete labels, NaN value and gradient for that example
+    under ``jit``. Rows that do not count (masked by ``where``, ``ignore_index``, or a masked label
+    class) have their logits and soft labels replaced by zeros before any arithmetic, so a NaN or
+    ``inf`` there cannot reach the gradient (the "double where").
 
     Returns:
       A :class:`Prepared` tuple with the class axis last.
@@ -243,7 +303,8 @@ def prepare(
                 f"Integer `{labels_name}` must have shape {batch_shape} (the shape of "
                 f"`{logits_name}` {logits.shape} without the class axis), got {labels.shape}."
             )
-        y = jnp.clip(labels.astype(jnp.int32), 0, num_classes - 1)
+        lab = labels.astype(jnp.int32)
+        y = jnp.clip(lab, 0, num_classes - 1)
         soft = False
     elif jnp.issubdtype(labels.dtype, jnp.floating):
         if not allow_soft:
@@ -278,6 +339,25 @@ def prepare(
                 f"`where` must have shape {batch_shape} (per example) or {logits.shape} "
                 f"(per class), got {where.shape}."
             )
+    if not soft:
+        ignore = None
+        if ignore_index is not None:
+            ignore = lab == ignore_index
+            row_mask = ~ignore if row_mask is None else row_mask & ~ignore
+        if is_concrete(lab) and (where is None or is_concrete(where)):
+            row_where = None
+            if where is not None:
+                row_where = where if where.shape == batch_shape else np.any(np.asarray(where), axis)
+            check_labels(
+                lab, num_classes, where=row_where, ignore_index=ignore_index, name=labels_name
+            )
+        else:
+            x = poison_bad_labels(x, lab, num_classes, ignore)
+    if row_mask is not None:
+        # double where: rows that do not count never reach exp/log, so their gradient is 0.
+        x = jnp.where(row_mask[..., None], x, jnp.zeros((), dtype))
+        if soft:
+            y = jnp.where(row_mask[..., None], y, jnp.zeros((), dtype))
     return Prepared(x, y, soft, class_mask, row_mask, num_classes, dtype)
 
 
@@ -287,11 +367,13 @@ def prepare(
 
 
 def masked_logsumexp(x: jax.Array, mask: jax.Array | None = None, axis: int = -1) -> jax.Array:
-    """``log Σ_{k: mask_k} exp(x_k)`` with finite gradients everywhere.
+    """``log Σ_{k: mask_k} exp(x_k)`` with finite gradients wherever the value is finite.
 
-    Entries that are masked out or equal to ``-inf`` contribute nothing; an empty sum gives
-    ``-inf`` with a zero (not NaN) gradient. Masked entries never reach ``exp``, so a masked
-    ``1e4`` or ``inf`` cannot overflow into the gradient.
+    Entries masked out by ``mask`` contribute nothing and never reach ``exp`` (a masked ``1e4``,
+    ``inf`` or NaN cannot reach the value or the gradient). Unmasked entries follow IEEE
+    arithmetic: ``-inf`` contributes ``exp(-inf) = 0``, ``+inf`` gives ``+inf`` and a NaN gives NaN
+    (it is never dropped). An empty sum gives ``-inf`` with a zero (not NaN) gradient. The shift by
+    the (stop-gradient) maximum keeps ``x_k − max`` in ``[-inf, 0]``, so ``±3e38`` cannot overflow.
 
     Example:
       >>> import jax.numpy as jnp
@@ -299,49 +381,62 @@ def masked_logsumexp(x: jax.Array, mask: jax.Array | None = None, axis: int = -1
       0.6931
     """
     if mask is None:
-        mask = x > -jnp.inf
-    else:
-        mask = mask & (x > -jnp.inf)
+        mask = jnp.ones(x.shape, bool)
     xm = jnp.where(mask, x, -jnp.inf)
-    m = jax.lax.stop_gradient(jnp.max(xm, axis=axis, keepdims=True))
-    m = jnp.where(jnp.isfinite(m), m, 0.0)
+    m = jax.lax.stop_gradient(jnp.max(xm, axis=axis, keepdims=True, initial=-jnp.inf))
+    m = jnp.where(jnp.isfinite(m), m, jnp.zeros((), x.dtype))
     s = jnp.sum(jnp.exp(jnp.where(mask, x - m, -jnp.inf)), axis=axis, keepdims=True)
-    nonempty = s > 0
+    nonempty = s != 0  # NaN counts as non-empty (it must propagate)
     out = jnp.where(nonempty, jnp.log(jnp.where(nonempty, s, 1.0)) + m, -jnp.inf)
     return jnp.squeeze(out, axis=axis)
 
 
-def _leave_one_out_lse(x: jax.Array) -> jax.Array:
-    """``[..., K]`` with entry k = ``logsumexp_{j≠k} x_j``, O(K) memory, no cancellation.
+def _leave_one_out_lse(x: jax.Array, mask: jax.Array | None = None) -> jax.Array:
+    """``[..., K]`` with entry k = ``logsumexp_{j≠k, mask_j} x_j``, O(K) memory, no cancellation.
 
     For k other than the (first) argmax the complement contains the maximum, so its shifted sum
     is ``S − e_k ≥ 1`` and the subtraction loses at most a factor 2 in relative precision. For the
-    argmax itself the complement is summed directly, shifted by the second-largest value.
+    argmax itself the complement is summed directly, shifted by the second-largest value. A NaN
+    anywhere in the row makes every entry NaN.
     """
     k = x.shape[-1]
-    valid = x > -jnp.inf
+    valid = jnp.ones(x.shape, bool) if mask is None else mask
     xs = jax.lax.stop_gradient(x)
     top = jnp.argmax(jnp.where(valid, xs, -jnp.inf), axis=-1)
     is_top = jax.nn.one_hot(top, k, dtype=bool)
     # complement of the argmax, summed directly
     lse_not_top = masked_logsumexp(x, valid & ~is_top)
     # everything else: logsumexp over all minus own term, via log(S - e_k) with shift m
-    m = jnp.max(jnp.where(valid, xs, -jnp.inf), axis=-1, keepdims=True)
-    m = jnp.where(jnp.isfinite(m), m, 0.0)
+    m = jnp.max(jnp.where(valid, xs, -jnp.inf), axis=-1, keepdims=True, initial=-jnp.inf)
+    m = jnp.where(jnp.isfinite(m), m, jnp.zeros((), x.dtype))
     e = jnp.exp(jnp.where(valid, x - m, -jnp.inf))
     s = jnp.sum(e, axis=-1, keepdims=True)
     rest = s - e
     pos = rest > 0
     lse_rest = jnp.where(pos, jnp.log(jnp.where(pos, rest, 1.0)) + m, -jnp.inf)
-    return jnp.where(is_top, lse_not_top[..., None], lse_rest)
+    lse_rest = jnp.where(jnp.isnan(rest), jnp.nan, lse_rest)
+    out = jnp.where(is_top, lse_not_top[..., None], lse_rest)
+    row_nan = jnp.any(jnp.isnan(jnp.where(valid, xs, 0.0)), axis=-1, keepdims=True)
+    return jnp.where(row_nan, jnp.nan, out)
+
+
+def _minus(a: jax.Array, b: jax.Array) -> jax.Array:
+    """``a − b`` for log-probabilities: ``(−inf) − (−inf)`` is ``−inf`` (probability 0), not NaN."""
+    both = (a == -jnp.inf) & (b == -jnp.inf)
+    return jnp.where(both, -jnp.inf, a - jnp.where(both, 0.0, b))
 
 
 def margin_lse(p: Prepared) -> jax.Array:
-    """The comp-sum statistic ``ℓu = logsumexp_{k≠y}(x_k − x_y)``.
+    """The comp-sum statistic ``ℓu = logsumexp_{k≠y}(x_k − x_y) = log((1 − p_y)/p_y)``.
 
     Returns ``[...]`` for integer labels, and ``[..., K]`` (the statistic for every candidate
-    class) for soft labels. ``-inf`` when the label is the only valid class (``K = 1`` or masked
-    classes); gradients stay finite.
+    class) for soft labels. Computed as ``(m − x_y) + log Σ_{k≠y} exp(x_k − m)`` with ``m`` the
+    largest other logit, so ``x_k − x_y`` is never formed (no overflow at ``±3e38``).
+
+    Non-finite logits (``docs/conventions.md``): a ``-inf`` logit is probability 0, so a ``-inf``
+    label logit gives ``ℓu = +inf`` (cross-entropy ``+inf``); ``-inf`` when the label is the only
+    class with non-zero probability (``K = 1``, masked classes); NaN anywhere in the row gives NaN.
+    Classes masked by ``where`` give ``-inf`` in the soft-label form (they are not candidates).
 
     Example:
       >>> import jax.numpy as jnp
@@ -352,20 +447,40 @@ def margin_lse(p: Prepared) -> jax.Array:
     x = p.logits
     if p.soft:
         lse = _leave_one_out_lse(x)
-        xk = jnp.where(x > -jnp.inf, x, 0.0)
-        return jnp.where(x > -jnp.inf, lse - xk, -jnp.inf)
-    onehot = jax.nn.one_hot(p.labels, p.num_classes, dtype=bool)
-    xy = jnp.take_along_axis(x, p.labels[..., None], axis=-1)
-    xy = jnp.where(jnp.isfinite(xy), xy, 0.0)
-    return masked_logsumexp(x - xy, ~onehot)
+        lu = _minus(lse, x)
+        if p.class_mask is not None:
+            lu = jnp.where(p.class_mask, lu, -jnp.inf)
+        return lu
+    others = ~jax.nn.one_hot(p.labels, p.num_classes, dtype=bool)
+    xy = jnp.take_along_axis(x, p.labels[..., None], axis=-1)[..., 0]
+    # (m − x_y) + log Σ_{k≠y} exp(x_k − m): exact difference of nearby logits, no overflow.
+    m = jax.lax.stop_gradient(jnp.max(jnp.where(others, x, -jnp.inf), axis=-1, initial=-jnp.inf))
+    m = jnp.where(jnp.isfinite(m), m, jnp.zeros((), x.dtype))
+    s = jnp.sum(jnp.exp(jnp.where(others, x - m[..., None], -jnp.inf)), axis=-1)
+    nonempty = s != 0
+    log_s = jnp.where(nonempty, jnp.log(jnp.where(nonempty, s, 1.0)), -jnp.inf)
+    return log_s + (m - xy)
 
 
 def log_softmax(p: Prepared) -> jax.Array:
-    """Masked log-softmax ``[..., K]`` of ``p.logits`` (masked classes give ``-inf``)."""
-    lse = masked_logsumexp(p.logits)
-    finite = jnp.isfinite(lse)
-    lse = jnp.where(finite, lse, 0.0)
-    return jnp.where(p.logits > -jnp.inf, p.logits - lse[..., None], -jnp.inf)
+    """Masked log-softmax ``[..., K]`` of ``p.logits`` (masked or ``-inf`` classes give ``-inf``).
+
+    A NaN logit makes the whole row NaN; an all ``-inf`` row gives ``-inf`` everywhere.
+    """
+    x = p.logits
+    # (x − m) − log Σ exp(x − m): nearby logits subtract exactly before any rounding at |m|.
+    m_raw = jax.lax.stop_gradient(jnp.max(x, axis=-1, keepdims=True, initial=-jnp.inf))
+    m = jnp.where(jnp.isfinite(m_raw), m_raw, jnp.zeros((), x.dtype))
+    shifted = x - m
+    s = jnp.sum(jnp.exp(shifted), axis=-1, keepdims=True)
+    nonempty = s != 0
+    log_s = jnp.where(nonempty, jnp.log(jnp.where(nonempty, s, 1.0)), -jnp.inf)
+    out = _minus(shifted, log_s)
+    # a +inf logit takes all the probability (shared among the +inf classes): the limit
+    top = x == jnp.inf
+    n_top = jnp.sum(top, axis=-1, keepdims=True).astype(x.dtype)
+    at_inf = jnp.where(top, -jnp.log(jnp.maximum(n_top, 1.0)), -jnp.inf)
+    return jnp.where((m_raw == jnp.inf) & ~jnp.isnan(s), at_inf, out)
 
 
 def softmax(p: Prepared) -> jax.Array:

@@ -2,8 +2,8 @@
 
 Ratchatorn & Tanaka, "Adaptive Adversarial Cross-Entropy Loss for Sharpness-Aware
 Minimization", ICIP 2024 (arXiv 2406.14329); behaviour matched to the official code
-(T-Ratchatorn/AACE ``adversarial_cross_entropy.py``), restated in the lossjax spec
-``sam_family.md`` §2.
+(T-Ratchatorn/AACE ``adversarial_cross_entropy.py``); design notes in
+``docs/design/sam_family.md`` §2.
 """
 
 from __future__ import annotations
@@ -90,7 +90,8 @@ def aace_loss(
     x = p.logits
     k = p.num_classes
     dt = p.dtype
-    valid = x > -jnp.inf
+    # classes not masked by `where` (a -inf logit is probability 0, not a mask)
+    valid = jnp.ones(x.shape, bool) if p.class_mask is None else p.class_mask
     onehot = jax.nn.one_hot(p.labels, k, dtype=bool)
     others = valid & ~onehot
     log_q = _core.log_softmax(p)  # differentiable part, masked classes -inf
@@ -102,9 +103,14 @@ def aace_loss(
     py = jnp.exp(log_py)
     t_y = jnp.minimum(py, jnp.asarray(th, dt))
     if mode == "ada":
-        lse_others = _core.masked_logsumexp(xs, others)
-        has_other = lse_others > -jnp.inf
-        log_t = jnp.where(others, xs - jnp.where(has_other, lse_others, 0.0)[..., None], -jnp.inf)
+        # log t_j = (x_j − m) − log Σ_{k≠y} exp(x_k − m): the shift is subtracted before any
+        # rounding at the logits' magnitude (at ±1e4 a rounded logsumexp moves t_j by 1e-3).
+        m = jnp.max(jnp.where(others, xs, -jnp.inf), axis=-1, keepdims=True)
+        m = jnp.where(jnp.isfinite(m), m, jnp.zeros((), dt))
+        shifted = jnp.where(others, xs - m, -jnp.inf)
+        lse_rel = _core.masked_logsumexp(shifted, others)
+        has_other = lse_rel != -jnp.inf
+        log_t = jnp.where(others, shifted - jnp.where(has_other, lse_rel, 0.0)[..., None], -jnp.inf)
     else:
         if mode == "rand":
             u = jax.random.uniform(key, x.shape, dtype=dt)
@@ -114,7 +120,9 @@ def aace_loss(
         a = jnp.where(others, a, 0.0)
         total = jnp.sum(a, axis=-1, keepdims=True)
         ok = total > 0
-        log_t = jnp.where(others & ok, jnp.log(jnp.where(others, a, 1.0)) - jnp.log(jnp.where(ok, total, 1.0)), -jnp.inf)
+        log_t = jnp.where(
+            others & ok, jnp.log(jnp.where(others, a, 1.0)) - jnp.log(jnp.where(ok, total, 1.0)), -jnp.inf
+        )
     if renormalize:
         log_scale = jnp.log1p(-t_y)  # finite: t_y <= th, and t_y < 1 unless th >= p_y = 1
         log_t = log_t + log_scale[..., None]
@@ -122,9 +130,10 @@ def aace_loss(
 
     # --- loss: Σ_j t_j (log t_j − log q_j) ---
     lq_safe = jnp.where(valid, log_q, 0.0)
-    nt_terms = jnp.where(t_nt > 0, t_nt * (jnp.where(t_nt > 0, log_t, 0.0) - lq_safe), 0.0)
+    # `t == 0` (not `t > 0`) selects the 0·log 0 = 0 terms, so a NaN target propagates.
+    nt_terms = jnp.where(t_nt == 0, 0.0, t_nt * (jnp.where(t_nt == 0, 0.0, log_t) - lq_safe))
     loss = jnp.sum(nt_terms, axis=-1)
     lq_y = jnp.sum(jnp.where(onehot, lq_safe, 0.0), axis=-1)
-    log_ty = jnp.log(jnp.where(t_y > 0, t_y, 1.0))
-    loss = loss + jnp.where(t_y > 0, t_y * (log_ty - lq_y), 0.0)
+    log_ty = jnp.log(jnp.where(t_y == 0, 1.0, t_y))
+    loss = loss + jnp.where(t_y == 0, 0.0, t_y * (log_ty - lq_y))
     return _core.finalize(p, loss)

@@ -7,7 +7,7 @@ formed over the batch: ``TP = Σ y A``, ``FN = Σ y − TP``, ``FP = Σ A − TP
 ``TN = N − Σ y − Σ A + TP``. The loss is ``1 − metric(TP, FN, FP, TN)``. It is
 **non-decomposable**: one scalar per batch, and the batch size matters.
 
-Reference: lossjax specification ``losses_classification.md`` §10.
+Reference: D. Han, N. Moniz, N. Chawla, "AnyLoss", arXiv:2405.14745 (2024).
 """
 
 from __future__ import annotations
@@ -57,7 +57,7 @@ def anyloss(
     large ``L``, so gradients vanish far from ``p = ½`` by design. Permutation invariant over the
     batch. Binary only (the multi-class extension is the paper's future work).
 
-    ``amplify`` has **no default** **[VERIFY]**: the paper discusses a valid range of ``L`` and
+    ``amplify`` has **no default** (``docs/open_questions.md``): the paper discusses a valid range of ``L`` and
     leaves its automatic choice to future work; the authors' README recommends a positive value in
     ``[2, 70]`` (an integer for convenience). The hybrid losses of their later extension
     (weighted BCE mixed with AnyLoss) are not included.

@@ -5,7 +5,7 @@ trains it so that the calibrated confidence ``ĉ = max_k softmax(x/T)_k`` matche
 ``r = [argmax_k x_k = y]`` of the frozen classifier. The loss is **batch-level** (the balancing
 weights depend on the batch accuracy), so it returns one scalar per batch.
 
-Reference: lossjax specification ``losses_classification.md`` §8.
+Reference: Liu, Wang, Zou, Zou, Zheng, correctness-aware calibration, arXiv:2404.13016 (2024).
 """
 
 from __future__ import annotations
@@ -47,8 +47,8 @@ def correctness_aware_loss(
     to ``temperature`` (and to ``logits``). The reference calibrator clamps ``T`` to
     ``[0.1, 10]``; clamp before calling if you want the same (``jnp.clip``).
 
-    **[VERIFY]** whether the balancing weights appear in the paper's equation or only in the
-    released code; the paper derives the objective as confidence-vs-correctness squared error.
+    Open question (``docs/open_questions.md``): whether the balancing weights appear in the paper's equation or
+    only in the released code; the paper derives the objective as confidence-vs-correctness squared error.
 
     Args:
       logits: floating ``[..., K]`` (frozen classifier outputs).
@@ -88,7 +88,7 @@ def correctness_aware_loss(
         ) from err
     if not isinstance(t, jax.core.Tracer) and bool(jnp.any(t <= 0)):
         raise ValueError("`temperature` must be > 0.")
-    valid = p.logits > -jnp.inf
+    valid = p.logits != -jnp.inf
     x_safe = jnp.where(valid, p.logits, 0.0)  # -inf / T would give a NaN gradient in T
     scaled = p._replace(logits=jnp.where(valid, x_safe / t[..., None], -jnp.inf))
     conf = jnp.exp(jnp.max(log_softmax(scaled), axis=-1))

@@ -70,8 +70,11 @@ def _lu_all(p: Prepared) -> jax.Array:
 
 
 def _valid(p: Prepared) -> jax.Array:
-    """bool ``[..., K]``: classes that are candidates (not masked, logit not ``−inf``)."""
-    return p.logits > -jnp.inf
+    """bool ``[..., K]``: classes that are candidates (not masked, logit not ``−inf``).
+
+    A NaN logit is a candidate (``x != −inf``), so it propagates instead of being dropped.
+    """
+    return p.logits != -jnp.inf
 
 
 def _pick(p: Prepared, per_class: jax.Array) -> jax.Array:
@@ -262,7 +265,7 @@ def truncated_generalized_cross_entropy_loss(
     k_arr = jnp.asarray(k, p.dtype)
     floor = _gce_from_nll(-jnp.log(jnp.where(k_arr > 0, k_arr, 1.0)), q)
     floor = jnp.where(k_arr > 0, floor, 1.0 / q)
-    per = jnp.where(py_from_lu(lu) > k_arr, full, floor)
+    per = jnp.where(py_from_lu(lu) <= k_arr, floor, full)  # NaN (neither) stays NaN
     return finalize(p, expect(p, per))
 
 
@@ -281,7 +284,7 @@ def taylor_cross_entropy_loss(
     ``t = 1`` is ``1 − p_y`` (MAE), ``t → ∞`` is ``−log p_y``; the loss increases with ``t`` and
     is bounded by CE. Evaluated by Horner's rule in ``s = 1 − p_y = sigmoid(ℓu)`` (exact even where
     ``1 − softmax`` rounds to 0). The paper tunes ``t`` per dataset (small ``t`` for heavy noise);
-    the default 2 is a placeholder, not a paper default **[VERIFY per-dataset orders]**.
+    the default 2 is a placeholder, not a paper default (per-dataset orders: ``docs/open_questions.md``).
     Not to be confused with the "Taylor softmax" output map.
 
     Reference: L. Feng, S. Shu, Z. Lin, F. Lv, L. Li, B. An, "Can Cross Entropy Loss Be Robust to
@@ -385,7 +388,7 @@ def smooth_adversarial_comp_sum_loss(
     evaluated as ``sqrt(K·c_y² + Σ_k c_k²)`` with ``c = δ − mean(δ)``, ``δ = x' − x`` (no
     cancellation), with a zero (not NaN) gradient at ``x' = x``.
 
-    **[VERIFY]** The exact scaling in the paper (Sec. 6) could not be confirmed here: a
+    The exact scaling in the paper (Sec. 6) could not be confirmed here (``docs/open_questions.md``): a
     ρ-margin scaling of the comp-sum term may be part of the paper's definition. With such a
     scaling the comp-sum term is ``comp_sum_loss(logits / rho, ...)``; the regulariser is left
     unscaled here.

@@ -18,7 +18,8 @@ sequence log-probability ``s = log(−log1mexp(log p))``. The loss stays finite 
 ``p → 1`` (underflows gracefully to 0) and for ``p → 0`` (≈ ``−log p − log N``), where the
 textbook ``−log(−expm1(N·log_sigmoid(ℓu)))`` gives ``inf``.
 
-Reference: lossjax specification ``losses_classification.md`` §12.
+Reference: Chen, Raventós, Cheng, Ganguli, Druckmann, Direct Coverage Optimization (DCO), NeurIPS 2025,
+arXiv:2502.07154.
 """
 
 from __future__ import annotations
@@ -189,7 +190,7 @@ def dco_loss_from_log_prob(
     lp = jnp.asarray(log_prob)
     dummy = jnp.zeros(lp.shape, jnp.int32)
     p = prepare(lp[..., None], dummy, where=where, logits_name="log_prob")
-    lp = jnp.minimum(p.logits[..., 0], 0.0)
+    lp = jnp.where(p.logits[..., 0] > 0, 0.0, p.logits[..., 0])  # clamp to ≤ 0; NaN stays NaN
     certain = lp == 0
     lp_safe = jnp.where(certain, -1.0, lp)
     s = _log_neg_log1mexp(lp_safe)  # log(−log(1 − p̂))
@@ -220,11 +221,12 @@ def dco_gradient_factor(
     p = prepare(logits, labels, axis=axis, where=where, allow_soft=False)
     lu = jax.lax.stop_gradient(margin_lse(p))
     certain = lu == -jnp.inf
-    lu_safe = jnp.where(certain, 0.0, lu)
+    never = lu == jnp.inf  # p_y = 0 (a -inf label logit): F → N·p/(N·p) = 1 in the limit
+    lu_safe = jnp.where(certain | never, 0.0, lu)
     loss = _dco_from_log_hazard(_log_softplus(-lu_safe), n, certain)
     log_1mp = jnp.maximum(jax.nn.log_sigmoid(lu_safe), -1e30)
     nn_ = jnp.asarray(n, p.dtype)
     log_f = jnp.log(nn_) - jax.nn.softplus(lu_safe) + (nn_ - 1.0) * log_1mp + loss
     f = jnp.exp(log_f)
     f_certain = jnp.where(nn_ == 1.0, 1.0, 0.0)  # p = 1: F = N·0^{N−1}
-    return finalize(p, jnp.where(certain, f_certain, f))
+    return finalize(p, jnp.where(certain, f_certain, jnp.where(never, 1.0, f)))

@@ -12,7 +12,8 @@ They are evaluated in the precision of the logits (the "training dtype"), **not*
 rounding in that precision is what is being measured. (Neural-collapse diagnostics live in a
 separate module.)
 
-Reference: lossjax specification ``losses_classification.md`` §7.
+Reference: L. Prieto, M. Barsbey, P. Mediano, T. Birdal, "Grokking at the Edge of Numerical Stability",
+arXiv:2501.04697 (2025).
 """
 
 from __future__ import annotations

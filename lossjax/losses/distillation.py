@@ -14,8 +14,8 @@ classes masked with a per-class ``where`` are removed from *both* distributions.
 is a masked log-space one from :mod:`lossjax.losses._core`, so ``±1e4`` logits and ``-inf``
 entries stay finite where the mathematics is finite.
 
-Reference for the formulas and the frozen test values: lossjax specification
-``losses_other.md`` §1.
+References for the formulas: each function's docstring; the frozen test values and their oracles are
+listed in ``docs/design/test_vectors.md`` §3.
 """
 
 from __future__ import annotations
@@ -135,7 +135,7 @@ def _non_target(p: Prepared, target_mask: jax.Array) -> Prepared:
 def _xent(t_log: jax.Array, s_log: jax.Array) -> jax.Array:
     """``−Σ_k t_k log s_k`` with the double where (``t_k = 0`` terms are exactly 0)."""
     t = jnp.exp(t_log)
-    keep = t_log > _NEG_INF
+    keep = t_log != _NEG_INF
     return -jnp.sum(jnp.where(keep, t * jnp.where(keep, s_log, 0.0), 0.0), axis=-1)
 
 
@@ -144,7 +144,7 @@ def _kl_log(s_log: jax.Array, t_log: jax.Array) -> jax.Array:
 
     Entries with ``t_k = 0`` (``log t_k = -inf``) are excluded with optax's ``where=``.
     """
-    keep = t_log > _NEG_INF
+    keep = t_log != _NEG_INF
     s_log = jnp.where(keep, s_log, 0.0)
     t_log_safe = jnp.where(keep, t_log, 0.0)
     return optax.losses.kl_divergence_with_log_targets(s_log, t_log_safe, where=keep)
@@ -318,7 +318,7 @@ def uskd_loss(
       (the second term uses *log*-probabilities because of a variable re-binding there).
     * ``"probs"`` — the evident intent, probabilities in both terms.
     * ``"weak_probs"`` — a paper reading that ranks by the weak-head probabilities only.
-      **[VERIFY]** which of the last two the paper's text means.
+      Which of the last two the paper's text means is an open question (``docs/open_questions.md``).
 
     Probability labels (mixup/cutmix) follow the reference: the two largest label entries
     ``(v_1, v_2)`` become the targets (entries with value 0 contribute nothing to ``L_t``), both
@@ -379,7 +379,7 @@ def uskd_loss(
         value = jnp.ones(idx.shape, p.dtype)
         weak_target = 0.9 * jax.nn.one_hot(p.labels, k, dtype=p.dtype) + 0.1 / k
     target_mask = jnp.any(jax.nn.one_hot(idx, k, dtype=bool), axis=-2)
-    valid = p.logits > _NEG_INF
+    valid = p.logits != _NEG_INF
 
     ls = log_softmax(p)
     ls_t = jnp.take_along_axis(ls, idx, axis=-1)  # [..., m]
@@ -395,13 +395,13 @@ def uskd_loss(
     mean_sq = total / jnp.maximum(count, 1.0)
     p_hat = jnp.where(value == 0, 0.0, sq + value - mean_sq)
     p_hat = jax.lax.stop_gradient(p_hat)
-    l_t = -jnp.sum(jnp.where(p_hat != 0, p_hat * jnp.where(ls_t > _NEG_INF, ls_t, 0.0), 0.0), -1)
+    l_t = -jnp.sum(jnp.where(p_hat != 0, p_hat * jnp.where(ls_t != _NEG_INF, ls_t, 0.0), 0.0), -1)
     # p_hat != 0 on a -inf target (masked label class) gives inf, which finalize removes
-    l_t = jnp.where(jnp.all((ls_t > _NEG_INF) | (p_hat == 0), -1), l_t, jnp.inf)
+    l_t = jnp.where(jnp.all((ls_t != _NEG_INF) | (p_hat == 0), -1), l_t, jnp.inf)
 
     # 2. weak supervision
     lw = log_softmax(pw)
-    l_weak = -mu * jnp.sum(jnp.where(lw > _NEG_INF, weak_target * lw, 0.0), axis=-1)
+    l_weak = -mu * jnp.sum(jnp.where(lw != _NEG_INF, weak_target * lw, 0.0), axis=-1)
 
     # 3. Zipf non-target labels
     w_prob = jax.lax.stop_gradient(jnp.exp(lw))
@@ -511,6 +511,9 @@ def dkd_loss(
 def _pair_valid(p: Prepared, t: jax.Array, student_logits: ArrayLike, axis: int) -> tuple[jax.Array, jax.Array]:
     """Unmasked student ``[..., K]`` and the per-class validity (mask, and not ``-inf`` in both)."""
     s = jnp.moveaxis(jnp.asarray(student_logits), axis, -1).astype(p.dtype)
+    if p.row_mask is not None:
+        # double where: a masked row never reaches the arithmetic (NaN-safe gradient)
+        s = jnp.where(p.row_mask[..., None], s, jnp.zeros((), p.dtype))
     valid = ~((s == _NEG_INF) & (t == _NEG_INF))
     if p.class_mask is not None:
         valid = valid & p.class_mask
@@ -614,7 +617,7 @@ def binary_kl_loss(
 
     def term(sign: float) -> jax.Array:
         la, lb = jax.nn.log_sigmoid(sign * a), jax.nn.log_sigmoid(sign * b)
-        keep = la > _NEG_INF
+        keep = la != _NEG_INF
         return jnp.where(keep, jnp.exp(la) * (jnp.where(keep, la, 0.0) - lb), 0.0)
 
     per_class = term(1.0) + term(-1.0)
@@ -651,9 +654,9 @@ def plackett_luce_distillation_loss(
     (``α_k = 1``) is ListMLE on ``π*``. ``top_k`` keeps only the first ``top_k`` positions (the
     suffix log-sum-exps still run over all remaining classes; weights are not renormalised).
 
-    **[VERIFY]** (spec tag [P]): ``α = softmax(zt/τ)`` with ``τ = alpha_temperature = 1`` and no
-    renormalisation after the permutation is the reading implemented; check the paper's
-    equation before relying on other temperatures.
+    ``α = softmax(zt/τ)`` with ``τ = alpha_temperature = 1`` and no renormalisation after the
+    permutation is the reading implemented, known from the paper's abstract and summaries only;
+    check the paper's equation before relying on other temperatures (``docs/open_questions.md``).
 
     Stable: the permuted logits go through ``jax.lax.cumlogsumexp(..., reverse=True)``; masked
     classes sort last and are filled with a finite value ``e^{-100}`` below the row minimum (exact
@@ -692,7 +695,7 @@ def plackett_luce_distillation_loss(
     pt = _prepare_teacher(teacher_logits, student_logits, labels, axis=axis, where=where)
     k = p.num_classes
     onehot = jax.nn.one_hot(p.labels, k, dtype=bool)
-    valid = p.logits > _NEG_INF
+    valid = p.logits != _NEG_INF
     key = jnp.where(onehot, jnp.inf, pt.logits)
     key = jnp.where(valid, key, _NEG_INF)
     # descending order: sort ascending on the negated key; -inf (masked) classes go last
@@ -700,7 +703,7 @@ def plackett_luce_distillation_loss(
     zs = jnp.take_along_axis(p.logits, order, axis=-1)
     v = jnp.take_along_axis(valid, order, axis=-1)
     low = jnp.min(jnp.where(v, jax.lax.stop_gradient(zs), jnp.inf), axis=-1, keepdims=True)
-    low = jnp.where(jnp.isfinite(low), low, 0.0)
+    low = jnp.where(jnp.isinf(low), 0.0, low)
     zs = jnp.where(v, zs, low - 100.0)
     suffix = jax.lax.cumlogsumexp(zs, axis=zs.ndim - 1, reverse=True)
     term = suffix - zs

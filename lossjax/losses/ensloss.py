@@ -7,7 +7,8 @@ convex φ is calibrated iff ``φ'(0) < 0``), and trains on the surrogate
 ``mean_i stop_gradient(g_i)·z_i``, whose gradient is ``mean_i g_i ∇z_i``. Only the gradient of
 the returned value is meaningful; its value is not a loss to monitor.
 
-Reference: lossjax specification ``losses_classification.md`` §11.
+Reference: B. Dai, "EnsLoss: Stochastic Calibrated Loss Ensembles for Preventing Overfitting in
+Classification", ICML 2025.
 """
 
 from __future__ import annotations

@@ -87,9 +87,18 @@ def _apply_class_weights(p: Prepared, per_class: jax.Array, weights: jax.Array |
     return weights[p.labels] * per_class
 
 
-def _softmax_focal(p: Prepared, gamma: ArrayLike, alpha: jax.Array | None) -> jax.Array:
+def _softmax_focal(
+    p: Prepared, gamma: ArrayLike, alpha: jax.Array | None, detach_weight: bool = False
+) -> jax.Array:
     lu = _lu(p)
-    fl = _focal_weight(lu, gamma) * nll_from_lu(lu)
+    # ℓu = +inf (p_y = 0): the weight is 1 and the loss −log 0 = inf; take that branch apart so
+    # its gradient is the limit (1 per unit ℓu) instead of 0·inf = NaN.
+    at_inf = lu == jnp.inf
+    lu_safe = jnp.where(at_inf, 0.0, lu)
+    w = _focal_weight(lu_safe, gamma)
+    if detach_weight:
+        w = jax.lax.stop_gradient(w)
+    fl = jnp.where(at_inf, nll_from_lu(lu), w * nll_from_lu(lu_safe))
     return _apply_class_weights(p, fl, alpha)
 
 
@@ -180,8 +189,8 @@ def dual_cross_entropy_loss(
     ``log(α + p_k)`` is ``logaddexp(log α, log p_k)`` (for α = 1, ``softplus(log p_k)``).
     β = 0 is CE. Classes masked by ``where`` (or with logit ``−inf``) are left out of the sum.
 
-    **[VERIFY]** The exact equation and the defaults of the IEEE TVT paper could not be
-    confirmed from the paper itself; this form matches the paper's abstract and an independent
+    The exact equation and the defaults of the IEEE TVT paper could not be confirmed from the
+    paper itself (``docs/open_questions.md``); this form matches the paper's abstract and an independent
     third-party implementation (which used α = 1 and β = 4.5, previously 2). Defaults here:
     α = 1, β = 1.
 
@@ -227,12 +236,12 @@ def dual_cross_entropy_focal_loss(
 
     .. math:: \ell(x, t) = \text{FL}_\gamma(x, t) + \beta \sum_k (1 - t_k) \log(\alpha + p_k)
 
-    **[VERIFY]** The ICAISC 2020 paper ("Application of an Improved Focal Loss in Vehicle
-    Detection") applies a focal modulating factor to dual CE, but the exact placement of the
-    factor could not be confirmed. This is the composition used by an independent third-party
-    implementation (focal term + β·regulariser with α = 1, β = 0.5 — there with a binary
-    focal term; here the multi-class :func:`softmax_focal_loss`). It is therefore "as in that
-    implementation", not a verified reproduction of the paper. γ = 0 gives
+    The ICAISC 2020 paper ("Application of an Improved Focal Loss in Vehicle Detection"; open
+    question: ``docs/open_questions.md``) applies a focal modulating factor to dual CE, but the
+    exact placement of the factor could not be confirmed. This is the composition used by an
+    independent third-party implementation (focal term + β·regulariser with α = 1, β = 0.5 — there
+    with a binary focal term; here the multi-class :func:`softmax_focal_loss`). It is therefore "as
+    in that implementation", not a verified reproduction of the paper. γ = 0 gives
     :func:`dual_cross_entropy_loss`.
 
     Args:

@@ -27,6 +27,7 @@ from lossjax.losses._core import (
     is_concrete,
     log_softmax,
     margin_lse,
+    masked_logsumexp,
     prepare,
     require_floating,
     require_nonnegative,
@@ -58,14 +59,22 @@ def _normalize_scores(p: Prepared, normalize: str | None) -> jax.Array:
         return x
     valid = _valid(p)
     n = jnp.maximum(_num_valid(p), 1.0)[..., None]
-    tiny = jnp.finfo(p.dtype).tiny
     xv = jnp.where(valid, x, 0.0)
     if normalize == "softplus_mean":
-        s = jnp.where(valid, jax.nn.softplus(xv), 0.0)
+        # s_k / mean_j s_j = exp(log s_k − log mean_j s_j) with log s = log(softplus(x)) formed
+        # without underflow (log softplus(x) = x + O(e^x) below −30): a row whose logits are all
+        # below ≈ −104 (softplus underflows to 0 in float32) keeps a finite value and gradient.
+        neg = xv < -30.0
+        log_s = jnp.where(neg, xv, jnp.log(jax.nn.softplus(jnp.where(neg, 0.0, xv))))
+        log_mean = masked_logsumexp(log_s, valid)[..., None] - jnp.log(n)
+        f = jnp.exp(log_s - jnp.where(jnp.isinf(log_mean), 0.0, log_mean))
     else:  # 'l1'
-        s = xv
-    scale = jnp.sum(jnp.abs(s), axis=-1, keepdims=True) / n
-    f = s / jnp.maximum(scale, tiny)
+        # mean |x| as max|x|·mean(|x|/max|x|): no overflow of the sum at |x| ≈ 3e38
+        big = jax.lax.stop_gradient(jnp.max(jnp.abs(xv), axis=-1, keepdims=True, initial=0.0))
+        big = jnp.where((big > 0) & jnp.isfinite(big), big, 1.0)
+        scale = big * (jnp.sum(jnp.abs(xv) / big, axis=-1, keepdims=True) / n)
+        pos = scale != 0  # an all-zero row gives 0 with a finite (zero) gradient; NaN propagates
+        f = jnp.where(pos, xv / jnp.where(pos, scale, 1.0), 0.0)
     return jnp.where(valid, f, -jnp.inf)
 
 
@@ -75,14 +84,14 @@ def _loo_max_margin(p: Prepared, f: jax.Array) -> jax.Array:
     if not p.soft:
         onehot = jnp.arange(k) == p.labels[..., None]
         fy = jnp.take_along_axis(f, p.labels[..., None], axis=-1)[..., 0]
-        fy = jnp.where(jnp.isfinite(fy), fy, 0.0)
+        fy = jnp.where(jnp.isinf(fy), 0.0, fy)
         return jnp.max(jnp.where(onehot, -jnp.inf, f), axis=-1) - fy
     if k == 1:
         return jnp.full(f.shape, -jnp.inf, f.dtype)
     top2, idx = jax.lax.top_k(f, 2)
     is_top = jnp.arange(k) == idx[..., :1]
     other = jnp.where(is_top, top2[..., 1:2], top2[..., :1])
-    fk = jnp.where(jnp.isfinite(f), f, 0.0)
+    fk = jnp.where(jnp.isinf(f), 0.0, f)
     return jnp.where(_valid(p), other - fk, -jnp.inf)
 
 
@@ -217,7 +226,8 @@ def aldr_kl_loss(
       in λ, so with enough ``num_inner_steps`` it approaches the exact ``ψ_α`` (it is a
       fixed-point iteration, not guaranteed to find the global maximum).
 
-    **[VERIFY]** that the paper's α scaling is the code's ``α log K/λ₀`` (the form used here).
+    The α scaling is the code's ``α log K/λ₀``; that the paper's is the same is an open question
+    (``docs/open_questions.md``).
     Scores are normalised as in the code: ``normalize='l1'`` divides by ``‖f‖₁/K`` (the code uses
     ``'softplus_mean'`` for CIFAR-100); None uses raw logits. Defaults follow the official
     experiments: α = 2, λ₀ = 10, c = 0.1.
@@ -281,7 +291,7 @@ def aldr_kl_loss(
     if mode == "exact":
         onehot = jnp.arange(p.num_classes) == p.labels[..., None]
         fy = jnp.take_along_axis(fs, p.labels[..., None], axis=-1)
-        fy = jnp.where(jnp.isfinite(fy), fy, 0.0)
+        fy = jnp.where(jnp.isinf(fy), 0.0, fy)
         scores = jnp.where(valid, fs - fy + jnp.where(onehot, 0.0, margin), -jnp.inf)
     else:
         scores = fs
@@ -294,7 +304,7 @@ def aldr_kl_loss(
             logq = jnp.where(valid, jnp.log(jnp.where(valid, q, 1.0)), -jnp.inf)
         else:
             q = jnp.exp(logq)
-        kl = jnp.sum(jnp.where(q > 0, q * (logq + log_k[..., None]), 0.0), axis=-1)
+        kl = jnp.sum(jnp.where(q == 0, 0.0, q * (logq + log_k[..., None])), axis=-1)  # NaN stays
         lam = jnp.where(has_choice, jnp.clip(lam_ref - coef * kl, lo, hi), lam_ref)
     lam = jax.lax.stop_gradient(lam)
     psi = _psi(p, f, lam, margin, log_k)

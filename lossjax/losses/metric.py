@@ -23,7 +23,8 @@ Losses:
 * :func:`proto_triplet_loss`, :func:`icnn_loss` (+ :func:`class_prototypes`) — the SuSana
   few-shot distance losses, Mendez-Ruiz et al. 2023.
 
-Reference for formulas and oracle values: lossjax specification ``losses_other.md`` §3.
+References for the formulas: each function's docstring; oracle values (pytorch-metric-learning) in
+``docs/design/test_vectors.md`` §3.
 """
 
 from __future__ import annotations
@@ -33,8 +34,12 @@ import jax.numpy as jnp
 from jax.typing import ArrayLike
 
 from lossjax.losses._core import (
+    check_labels,
     compute_dtype,
+    is_concrete,
     masked_logsumexp,
+    poison_bad_labels,
+    replicate_on_explicit_mesh,
     require_floating,
     require_integer,
     require_nonnegative,
@@ -87,7 +92,7 @@ def _row_mask(where: ArrayLike | None, n: int, name: str = "where") -> jax.Array
         raise TypeError(f"`{name}` must be a bool array, got {where.dtype}.")
     if where.shape != (n,):
         raise ValueError(f"`{name}` must have shape ({n},) (one flag per row), got {where.shape}.")
-    return where
+    return replicate_on_explicit_mesh(where)
 
 
 def _embeddings(
@@ -96,7 +101,7 @@ def _embeddings(
     require_floating(embeddings, name)
     e = jnp.asarray(embeddings)
     require_rank(e, 2, name)
-    e = e.astype(compute_dtype(e.dtype))
+    e = replicate_on_explicit_mesh(e.astype(compute_dtype(e.dtype)))  # pairwise: whole batch
     return _l2_normalize(e) if normalize else e
 
 
@@ -105,16 +110,24 @@ def _labels(labels: ArrayLike, n: int, name: str = "labels") -> jax.Array:
     require_integer(labels, name)
     if labels.shape != (n,):
         raise ValueError(f"`{name}` must have shape ({n},) (one label per embedding), got {labels.shape}.")
-    return labels
+    return replicate_on_explicit_mesh(labels)
 
 
 def _prepare(
     embeddings: ArrayLike, labels: ArrayLike, where: ArrayLike | None, normalize: bool
 ) -> tuple[jax.Array, jax.Array, jax.Array]:
-    e = _embeddings(embeddings, normalize)
+    e = _embeddings(embeddings, False)
     y = _labels(labels, e.shape[0])
     valid = _row_mask(where, e.shape[0])
-    return e, y, valid
+    e = _mask_rows(e, valid)
+    return (_l2_normalize(e) if normalize else e), y, valid
+
+
+def _mask_rows(e: jax.Array, valid: jax.Array) -> jax.Array:
+    """Double where: masked rows are replaced by a harmless unit vector before any arithmetic,
+    so a NaN/inf there reaches neither the value nor the gradient."""
+    safe = jnp.zeros(e.shape[1:], e.dtype).at[..., 0].set(1.0) if e.shape[-1] else e[:0]
+    return jnp.where(valid[:, None], e, safe)
 
 
 def _pair_masks(labels: jax.Array, valid: jax.Array) -> tuple[jax.Array, jax.Array]:
@@ -197,8 +210,8 @@ def multi_similarity_miner(
 
 
 def _ms_mine(s, pos, neg, epsilon):
-    min_pos = jnp.min(jnp.where(pos, s, jnp.inf), axis=-1, keepdims=True)
-    max_neg = jnp.max(jnp.where(neg, s, -jnp.inf), axis=-1, keepdims=True)
+    min_pos = jnp.min(jnp.where(pos, s, jnp.inf), axis=-1, keepdims=True, initial=jnp.inf)
+    max_neg = jnp.max(jnp.where(neg, s, -jnp.inf), axis=-1, keepdims=True, initial=-jnp.inf)
     return pos & (s - epsilon < max_neg), neg & (s + epsilon > min_pos)
 
 
@@ -331,7 +344,7 @@ def supcon_loss(
     z = _cosine(e) / temperature
     pos, neg = _pair_masks(y, valid)
     lse = masked_logsumexp(z, pos | neg)
-    lse = jnp.where(jnp.isfinite(lse), lse, 0.0)
+    lse = jnp.where(jnp.isinf(lse), 0.0, lse)
     n_pos = jnp.sum(pos, axis=-1)
     total = jnp.sum(jnp.where(pos, z - lse[:, None], 0.0), axis=-1)
     loss = jnp.where(n_pos > 0, -total / jnp.maximum(n_pos, 1), 0.0)
@@ -377,8 +390,8 @@ def triplet_loss(
     gradient is finite for coincident embeddings. ``mining="all"`` forms a ``[B, B, B]`` tensor.
 
     ``optax.losses.triplet_margin_loss`` is not called: it takes explicit triplets (no mining)
-    and raises ``a − p`` to ``norm_degree`` without ``abs`` (wrong for odd degrees; spec
-    ``losses_other.md`` §0.1).
+    and raises ``a − p`` to ``norm_degree`` without ``abs`` (wrong for odd degrees; optax
+    ``losses/_self_supervised.py``).
 
     Args:
       embeddings: floating ``[B, D]``.
@@ -412,8 +425,8 @@ def triplet_loss(
     pos, neg = _pair_masks(y, valid)
     act = jax.nn.softplus if soft else jax.nn.relu
     if mining == "hard":
-        dp = jnp.max(jnp.where(pos, d, -jnp.inf), axis=-1)
-        dn = jnp.min(jnp.where(neg, d, jnp.inf), axis=-1)
+        dp = jnp.max(jnp.where(pos, d, -jnp.inf), axis=-1, initial=-jnp.inf)
+        dn = jnp.min(jnp.where(neg, d, jnp.inf), axis=-1, initial=jnp.inf)
         ok = jnp.any(pos, axis=-1) & jnp.any(neg, axis=-1)
         v = act(jnp.where(ok, dp - dn, 0.0) + margin)
         sums = jnp.where(ok, v, 0.0)
@@ -636,8 +649,8 @@ def metrix_multi_similarity_loss(
     with the weights folded into the exponent (``log 0 = −∞``), so ``w ∈ {0, 1}`` reduces exactly
     to :func:`multi_similarity_loss` on the corresponding positives/negatives. The Metrix
     objective is ``clean_loss + weight · mixed_loss``; combine it with
-    :func:`multi_similarity_loss` yourself. **[VERIFY]** the paper applies this weighting to
-    each pair-based loss; only the Multi-Similarity instance is provided (spec §3.5).
+    :func:`multi_similarity_loss` yourself. The paper applies this weighting to each pair-based
+    loss; only the Multi-Similarity instance is provided (open question: ``docs/open_questions.md``).
 
     Args:
       embeddings: floating ``[B, D]`` anchors.
@@ -664,7 +677,7 @@ def metrix_multi_similarity_loss(
     """
     require_positive(alpha, "alpha")
     require_positive(beta, "beta")
-    e = _embeddings(embeddings, normalize)
+    e = _embeddings(embeddings, False)
     v = _embeddings(mixed_embeddings, normalize, "mixed_embeddings")
     if v.shape[1] != e.shape[1]:
         raise ValueError(
@@ -676,6 +689,10 @@ def metrix_multi_similarity_loss(
     if w.shape != shape:
         raise ValueError(f"`positiveness` must have shape {shape}, got {w.shape}.")
     valid = _row_mask(where, e.shape[0])
+    if where is not None:  # double where: masked anchors are replaced before any arithmetic
+        e = _mask_rows(e, valid)
+    if normalize:
+        e = _l2_normalize(e)
     pm = jnp.ones(shape, bool)
     if pair_where is not None:
         pm = jnp.asarray(pair_where)
@@ -774,6 +791,12 @@ def proto_triplet_loss(
     if c.shape[0] < 2:
         raise ValueError(f"`prototypes` needs at least 2 classes, got shape {c.shape}.")
     valid = _row_mask(where, q.shape[0])
+    q = _mask_rows(q, valid)
+    # labels index the prototypes: the package label rule (docs/conventions.md)
+    if is_concrete(y) and (where is None or is_concrete(valid)):
+        check_labels(y, c.shape[0], where=valid)
+    else:
+        q = poison_bad_labels(q, y, c.shape[0])
     d2 = _sq_dists(q, c.astype(q.dtype)) + eps
     d = _safe_sqrt(d2)
     onehot = jax.nn.one_hot(jnp.clip(y, 0, c.shape[0] - 1), c.shape[0], dtype=bool)
@@ -806,10 +829,10 @@ def icnn_loss(
     A perfectly clustered episode (each sample's k neighbours in its own class, classes far
     apart) gives score → 1 and loss → 0.
 
-    **[VERIFY]** restated from the authors' code (``modified_score``), which has ad-hoc details
-    (neighbour-set sizes, where δ_i is taken); here ``δ_i`` is the nearest different-class
-    distance over the whole batch and each set-mean is guarded (empty sets give 0, not NaN).
-    The authors add this loss to cross-entropy and divide by the number of terms.
+    Restated from the authors' code (``modified_score``; open question: ``docs/open_questions.md``),
+    which has ad-hoc details (neighbour-set sizes, where δ_i is taken); here ``δ_i`` is the nearest
+    different-class distance over the whole batch and each set-mean is guarded (empty sets give 0,
+    not NaN). The authors add this loss to cross-entropy and divide by the number of terms.
 
     Args:
       embeddings: floating ``[N, D]`` (support and/or query embeddings of an episode), N ≥ 2.
@@ -846,15 +869,15 @@ def icnn_loss(
     # nearest different-class distance over the whole batch
     other = (y[:, None] != y[None, :]) & ~eye
     has_other = jnp.any(other, axis=1)
-    delta = jnp.min(jnp.where(other, d, jnp.inf), axis=1)
+    delta = jnp.min(jnp.where(other, d, jnp.inf), axis=1, initial=jnp.inf)
     delta = jnp.where(has_other, delta, 1.0)
     nd = dk / (delta[:, None] + eps)
-    nd = nd / jnp.maximum(1.0, jax.lax.stop_gradient(jnp.max(nd, axis=1, keepdims=True)))
+    nd = nd / jnp.maximum(1.0, jax.lax.stop_gradient(jnp.max(nd, axis=1, keepdims=True, initial=0.0)))
     n_same = jnp.sum(same, axis=1)
     mean_same = jnp.sum(jnp.where(same, nd, 0.0), axis=1) / jnp.maximum(n_same, 1)
     rows_s = n_same > 0
     lam_s = 1.0 - jnp.sum(jnp.where(rows_s, mean_same, 0.0)) / jnp.maximum(jnp.sum(rows_s), 1)
-    dmax = jnp.max(jnp.where(diff, dk, 0.0))
+    dmax = jnp.max(jnp.where(diff, dk, 0.0), initial=0.0)
     dd = jnp.where(diff, dk, 0.0) / (dmax + eps)
     n_diff = jnp.sum(diff, axis=1)
     mean_diff = jnp.sum(dd, axis=1) / jnp.maximum(n_diff, 1)

@@ -12,7 +12,8 @@ as in the paper's balanced setting), centred means ``M = [μ_c − μ_G]_c``.
 
 Every quantity goes to 0 under neural collapse. Everything is computed in float32 (float64 for
 float64 features). Classes with no sample (after ``where``) are left out of every statistic.
-Reference: lossjax specification ``losses_other.md`` §7.9.
+Reference: V. Papyan, X. Y. Han, D. Donoho, "Prevalence of neural collapse during the terminal phase of
+deep learning training", PNAS 2020.
 """
 
 from __future__ import annotations

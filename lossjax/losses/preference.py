@@ -6,20 +6,24 @@
 * :func:`spo_loss` — Self-supervised Preference Optimization (Li et al., EMNLP Findings 2024):
   DPO plus an auxiliary classification of the "preference degree".
 
-Reference for the formulas and the frozen test values: lossjax specification
-``losses_other.md`` §4.4–4.5.
+References: R. Rafailov et al., "Direct Preference Optimization", NeurIPS 2023 (Eq. 7); Li et al.,
+SPO, EMNLP Findings 2024, arXiv:2409.17791. Frozen test values: ``docs/design/test_vectors.md`` §3.
 """
 
 from __future__ import annotations
 
 import jax
 import jax.numpy as jnp
+import numpy as np
 import optax
 from jax.typing import ArrayLike
 
 from lossjax.losses._core import (
+    check_labels,
     finalize,
+    is_concrete,
     label_log_prob,
+    poison_bad_labels,
     prepare,
     require_floating,
     require_nonnegative,
@@ -90,6 +94,25 @@ def sequence_logprob(
     return total / jnp.maximum(count, 1).astype(total.dtype)
 
 
+def _check_where(where: ArrayLike | None, shape: tuple[int, ...]) -> jax.Array | None:
+    if where is None:
+        return None
+    where = jnp.asarray(where)
+    if where.dtype != jnp.bool_:
+        raise TypeError(f"`where` must be a bool array, got {where.dtype}.")
+    if where.shape != shape:
+        raise ValueError(f"`where` must have shape {shape}, got {where.shape}.")
+    return where
+
+
+def _mask_rows(where: jax.Array | None, a: jax.Array) -> jax.Array:
+    """Double where: a masked example is replaced by 0 before any arithmetic (NaN-safe grad)."""
+    if where is None:
+        return a
+    w = where.reshape(where.shape + (1,) * (a.ndim - where.ndim))
+    return jnp.where(w, a, jnp.zeros((), a.dtype))
+
+
 def _check_logps(*arrays: tuple[str, ArrayLike]) -> tuple[jax.Array, ...]:
     shape = jnp.shape(arrays[0][1])
     out = []
@@ -154,17 +177,14 @@ def dpo_loss(
         ("ref_chosen_logps", ref_chosen_logps),
         ("ref_rejected_logps", ref_rejected_logps),
     )
+    where = _check_where(where, pc.shape)
+    pc, pr, rc, rr = (_mask_rows(where, a) for a in (pc, pr, rc, rr))
     rc, rr = jax.lax.stop_gradient(rc), jax.lax.stop_gradient(rr)
     delta = beta * ((pc - rc) - (pr - rr))
     loss = (1.0 - label_smoothing) * jax.nn.softplus(-delta)
     if not (isinstance(label_smoothing, (int, float)) and label_smoothing == 0):
         loss = loss + label_smoothing * jax.nn.softplus(delta)
     if where is not None:
-        where = jnp.asarray(where)
-        if where.dtype != jnp.bool_:
-            raise TypeError(f"`where` must be a bool array, got {where.dtype}.")
-        if where.shape != loss.shape:
-            raise ValueError(f"`where` must have shape {loss.shape}, got {where.shape}.")
         loss = jnp.where(where, loss, 0.0)
     return loss
 
@@ -194,8 +214,8 @@ def spo_loss(
     the class axis (several variants per pair): the CE is averaged over them. The CE is
     :func:`optax.losses.softmax_cross_entropy_with_integer_labels`.
 
-    **[VERIFY]** (spec tag [P]): ``λ`` (``ssl_weight``) default 1.0 is a placeholder; check the
-    paper's value. Not to be confused with "SPO: Self Preference Optimization with Self
+    ``λ`` (``ssl_weight``) default 1.0 is a placeholder; the paper's value was not confirmed
+    (``docs/open_questions.md``). Not to be confused with "SPO: Self Preference Optimization with Self
     Regularization" (EMNLP Findings 2025).
 
     Args:
@@ -229,8 +249,10 @@ def spo_loss(
         ref_rejected_logps,
         beta=beta,
         label_smoothing=label_smoothing,
+        where=where,
     )
     batch = align.shape
+    where = _check_where(where, batch)
     require_floating(degree_logits, "degree_logits")
     degree_logits = jnp.asarray(degree_logits)
     degree_labels = jnp.asarray(degree_labels)
@@ -245,17 +267,25 @@ def spo_loss(
         raise ValueError(
             f"`degree_labels` must start with the batch shape {batch}, got {degree_labels.shape}."
         )
-    logits = degree_logits.astype(jnp.promote_types(degree_logits.dtype, jnp.float32))
+    logits = _mask_rows(where, degree_logits.astype(jnp.promote_types(degree_logits.dtype, jnp.float32)))
+    n_deg = logits.shape[-1]
+    # the package label rule (docs/conventions.md): error outside jit, NaN example under jit
+    if is_concrete(degree_labels) and (where is None or is_concrete(where)):
+        rows = None if where is None else np.broadcast_to(
+            np.asarray(where).reshape(where.shape + (1,) * (degree_labels.ndim - where.ndim)),
+            degree_labels.shape,
+        )
+        check_labels(degree_labels, n_deg, where=rows, name="degree_labels")
+    else:
+        logits = poison_bad_labels(logits, degree_labels, n_deg)
+        if where is not None:
+            logits = _mask_rows(where, logits)
+    degree_labels = jnp.clip(degree_labels, 0, n_deg - 1)
     ce = optax.losses.softmax_cross_entropy_with_integer_labels(logits, degree_labels)
     extra = tuple(range(len(batch), ce.ndim))
     if extra:
         ce = jnp.mean(ce, axis=extra)
     loss = align + ssl_weight * ce
     if where is not None:
-        where = jnp.asarray(where)
-        if where.dtype != jnp.bool_:
-            raise TypeError(f"`where` must be a bool array, got {where.dtype}.")
-        if where.shape != batch:
-            raise ValueError(f"`where` must have shape {batch}, got {where.shape}.")
         loss = jnp.where(where, loss, 0.0)
     return loss

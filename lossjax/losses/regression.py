@@ -12,7 +12,8 @@ reads the prediction out as the expectation of the bin centers:
   ``stop_gradient``, through the shared stable soft-label path of ``_core``);
 * readout: :func:`bins_to_value` ``ŷ = Σ_i softmax(logits)_i c_i``.
 
-Reference for formulas and test values: lossjax specification ``losses_other.md`` §5.
+References: J. Farebrother et al., "Stop Regressing", ICML 2024, arXiv:2403.03950; E. Imani, M. White,
+ICML 2018 (HL-Gauss); M. Bellemare, W. Dabney, R. Munos, ICML 2017 (C51 projection).
 """
 
 from __future__ import annotations
@@ -23,15 +24,16 @@ import numpy as np
 from jax.typing import ArrayLike
 
 from lossjax.losses._core import (
+    Prepared,
     compute_dtype,
     expect,
     finalize,
     log_softmax,
-    masked_logsumexp,
     prepare,
     require_floating,
     require_positive,
 )
+from lossjax.losses._core import log_softmax as _log_softmax
 
 __all__ = [
     "bin_edges",
@@ -330,8 +332,8 @@ def bins_to_value(
         c = _atoms(support, v_min, v_max, None, x.dtype)
         if c.shape[0] != m:
             raise ValueError(f"`support` has {c.shape[0]} atoms but `logits` has {m} bins.")
-    lse = masked_logsumexp(x)
-    p = jnp.exp(jnp.where(x > -jnp.inf, x - jnp.where(jnp.isfinite(lse), lse, 0.0)[..., None], -jnp.inf))
+    # the shared log-softmax: NaN propagates, −inf is probability 0, +inf takes the mass
+    p = jnp.exp(_log_softmax(Prepared(x, jnp.zeros(x.shape[:-1], jnp.int32), False, None, None, m, x.dtype)))
     return jnp.sum(p * c, axis=-1)
 
 

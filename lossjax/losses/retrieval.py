@@ -16,8 +16,8 @@ unless ``axis`` says otherwise) and ``positives`` (bool, or 0/1 numbers) of the 
 give 0; to average over rows that have one, use
 ``reduce_loss(loss, 'mean', where=positives.any(-1))``.
 
-Reference for the formulas and the frozen test values: lossjax specification
-``losses_other.md`` §2 and §4.
+References for the formulas: each function's docstring; frozen test values in
+``docs/design/test_vectors.md`` §3.
 """
 
 from __future__ import annotations
@@ -80,7 +80,7 @@ def _prepare_multilabel(
         logits_name="scores",
         labels_name=positives_name,
     )
-    valid = p.logits > _NEG_INF
+    valid = p.logits != _NEG_INF
     pos = (p.labels > 0) & valid
     return p, pos, valid
 
@@ -185,7 +185,7 @@ def infonce_loss(
     p, pos, valid = _prepare_multilabel(scores, positives, axis=axis, where=where)
     s = p.logits / temperature
     lse_all = masked_logsumexp(s, valid)
-    lse_all = jnp.where(jnp.isfinite(lse_all), lse_all, 0.0)
+    lse_all = jnp.where(jnp.isinf(lse_all), 0.0, lse_all)
     per = lse_all[..., None] - jnp.where(pos, s, 0.0)
     n_pos = jnp.sum(pos, axis=-1)
     loss = jnp.sum(jnp.where(pos, per, 0.0), axis=-1) / jnp.maximum(n_pos, 1)
@@ -203,8 +203,8 @@ def _topk_threshold(s: jax.Array, valid: jax.Array, k: float, alpha: float, num_
     small = jnp.where(valid, s_sg, jnp.inf)
     s_max = jnp.max(big, axis=-1)
     s_min = jnp.min(small, axis=-1)
-    s_max = jnp.where(jnp.isfinite(s_max), s_max, 0.0)
-    s_min = jnp.where(jnp.isfinite(s_min), s_min, 0.0)
+    s_max = jnp.where(jnp.isinf(s_max), 0.0, s_max)
+    s_min = jnp.where(jnp.isinf(s_min), 0.0, s_min)
     lo = -s_max - 10.0 / alpha
     hi = -s_min + 10.0 / alpha
     s_fill = jnp.where(valid, s_sg, 0.0)
@@ -321,8 +321,8 @@ def mann_whitney_loss(
     * ``mode="per_query"``: each row's positives against its own negatives (pairwise logistic /
       RankNet, averaged over the row's pairs). Returns ``[...]`` (rows = all axes but the last).
 
-    No pair → 0. **[VERIFY]** (spec tag [P]): normalisation by ``|P||N|`` and the logistic
-    surrogate are from the abstract-level description.
+    No pair → 0. Normalisation by ``|P||N|`` and the logistic surrogate are from the
+    abstract-level description (``docs/open_questions.md``).
 
     Args:
       scores: floating scores (``[..., L]`` for ``per_query``).
@@ -396,10 +396,10 @@ def profit_aware_pairwise_bce(
 
     This is the variant of the README's main recipe; the released training loop averages the
     per-list values over lists and drops lists whose loss is exactly 0 from that mean (a
-    reduction left to the caller: ``reduce_loss(loss, 'mean', where=loss != 0)``). **[VERIFY]**
-    which variant the paper's equation denotes (the other is :func:`weighted_listwise_bce`),
-    and whether the ``1/k`` factor uses the nominal or the effective ``k`` for short lists (the
-    effective one is used here).
+    reduction left to the caller: ``reduce_loss(loss, 'mean', where=loss != 0)``). Open question
+    (``docs/open_questions.md``): which variant the paper's equation denotes (the other is
+    :func:`weighted_listwise_bce`), and whether the ``1/k`` factor uses the nominal or the
+    effective ``k`` for short lists (the effective one is used here).
 
     Args:
       scores: floating ``[..., L]`` model scores per list.
@@ -427,7 +427,7 @@ def profit_aware_pairwise_bce(
     if jnp.shape(pnl) != jnp.shape(scores):
         raise ValueError(f"`pnl` must have the shape of `scores` {jnp.shape(scores)}, got {jnp.shape(pnl)}.")
     p = prepare(scores, jnp.asarray(pnl), where=where, allow_int=False, logits_name="scores", labels_name="pnl")
-    valid = p.logits > _NEG_INF
+    valid = p.logits != _NEG_INF
     length = p.num_classes
     kk = min(int(top_k), length)
     r = jax.lax.stop_gradient(jnp.where(valid, p.labels, _NEG_INF))

@@ -9,14 +9,18 @@ A normalized loss is ``L(x, y) / Σ_j L(x, j)``: it sums to 1 over the labels, w
 symmetric (hence robust to symmetric label noise) but "active-only" losses underfit, which the
 Active-Passive combination ``α·L_active + β·L_passive`` repairs.
 
-Class handling: the normalizer ``Σ_j`` runs over candidate classes only — classes masked by a
-per-class ``where`` and classes whose logit is ``−inf`` are absent (the literal formula with
-``log p_j = −∞`` would give an infinite normalizer). A row with a single candidate class has the
-degenerate ratio 0/0 and returns 0 (zero gradient). Soft labels use the expectation convention
+Class handling: the normalizer ``Σ_j`` runs over the classes not masked by a per-class
+``where``. A ``−inf`` logit is probability 0, not a mask (``docs/conventions.md``): the losses
+take their limit, so for NCE/NFL (``−log 0 = ∞`` in the normalizer) a ``−inf`` non-target logit
+gives 0 and a ``−inf`` target logit gives 1, both with zero gradient; NGCE's per-class term has
+the finite limit ``1/q``. To remove a class, mask it with ``where``. A normalizer of 0 gives 0
+(zero gradient). Soft labels use the expectation convention
 ``Σ_k t_k ℓ(x, k)``.
 """
 
 from __future__ import annotations
+
+from collections.abc import Callable
 
 import jax
 import jax.numpy as jnp
@@ -33,7 +37,7 @@ from lossjax.losses._core import (
     require_option,
     require_range,
 )
-from lossjax.losses.comp_sum import _gce_from_nll, _lu, _lu_all, _pick, _valid
+from lossjax.losses.comp_sum import _gce_from_nll, _lu, _lu_all, _pick
 from lossjax.losses.focal import _focal_weight, _softmax_focal
 
 __all__ = [
@@ -74,32 +78,67 @@ def _rce(p: Prepared, log_zero: float) -> jax.Array:
     return expect(p, -log_zero * one_minus_py_from_lu(_lu(p)))
 
 
-def _normalized(p: Prepared, per_class: jax.Array, stop_gradient_normalizer: bool) -> jax.Array:
-    """``per_class[y] / Σ_j per_class[j]`` over candidate classes (0 when the sum is 0)."""
-    per_class = jnp.where(_valid(p), per_class, 0.0)
+def _candidates(p: Prepared) -> jax.Array:
+    """bool ``[..., K]``: classes not masked by ``where`` (a ``−inf`` logit is probability 0,
+    still a class of the normalizer)."""
+    if p.class_mask is None:
+        return jnp.ones(p.logits.shape, bool)
+    return p.class_mask
+
+
+def _normalized(
+    p: Prepared,
+    lu_all: jax.Array,
+    per_class_fn: Callable[[jax.Array], jax.Array],
+    stop_gradient_normalizer: bool,
+) -> jax.Array:
+    """``ℓ(ℓu_y) / Σ_j ℓ(ℓu_j)`` over the classes not masked by ``where``.
+
+    A ``−inf`` logit is probability 0 (``ℓu_j = +inf``) and enters as the limit: a finite
+    ``ℓ(+inf)`` (NGCE: ``1/q``) is summed as such; an infinite one (NCE, NFL: ``−log 0``) makes
+    the ratio 1 for that class (shared equally among such classes) and 0 for the others, with
+    zero gradient. 0 when the normalizer is 0.
+    """
+    cand = _candidates(p)
+    is_inf = (lu_all == jnp.inf) & (p.logits == -jnp.inf) & cand
+    per_class = per_class_fn(jnp.where(is_inf, 0.0, lu_all))
+    at_inf = jax.lax.stop_gradient(per_class_fn(jnp.full_like(lu_all, jnp.inf)))
+    inf_term = is_inf & jnp.isinf(at_inf)
+    per_class = jnp.where(is_inf, jnp.where(inf_term, 0.0, at_inf), per_class)
+    per_class = jnp.where(cand, per_class, 0.0)
     den = jnp.sum(per_class, axis=-1, keepdims=True)
     if stop_gradient_normalizer:
         den = jax.lax.stop_gradient(den)
-    pos = den > 0
-    ratio = jnp.where(pos, per_class / jnp.where(pos, den, 1.0), 0.0)
+    nz = den != 0  # NaN is "non-zero": it propagates
+    ratio = jnp.where(nz, per_class / jnp.where(nz, den, 1.0), 0.0)
+    n_inf = jnp.sum(inf_term, axis=-1, keepdims=True)
+    ratio = jnp.where(n_inf > 0, inf_term / jnp.maximum(n_inf, 1).astype(p.dtype), ratio)
+    # ℓu = +inf from finite logits (|x| ≈ 3e38 overflows ℓu): NaN, never a wrong ratio
+    overflow = jnp.any((lu_all == jnp.inf) & (p.logits != -jnp.inf) & cand, axis=-1, keepdims=True)
+    ratio = jnp.where(overflow, jnp.nan, ratio)
     return _pick(p, ratio)
 
 
 def _nce(p: Prepared, sg: bool) -> jax.Array:
-    return _normalized(p, nll_from_lu(_lu_all(p)), sg)
+    return _normalized(p, _lu_all(p), nll_from_lu, sg)
 
 
-def _nfl(p: Prepared, gamma: float, sg: bool) -> jax.Array:
-    lu = _lu_all(p)
-    return _normalized(p, _focal_weight(lu, gamma) * nll_from_lu(lu), sg)
+def _nfl(p: Prepared, gamma: float, sg: bool, detach_focal_weight: bool = False) -> jax.Array:
+    def per_class(lu: jax.Array) -> jax.Array:
+        w = _focal_weight(lu, gamma)
+        if detach_focal_weight:
+            w = jax.lax.stop_gradient(w)
+        return w * nll_from_lu(lu)
+
+    return _normalized(p, _lu_all(p), per_class, sg)
 
 
 def _ngce(p: Prepared, q: float, sg: bool) -> jax.Array:
-    return _normalized(p, _gce_from_nll(nll_from_lu(_lu_all(p)), q), sg)
+    return _normalized(p, _lu_all(p), lambda lu: _gce_from_nll(nll_from_lu(lu), q), sg)
 
 
 def _nmae(p: Prepared) -> jax.Array:
-    n = jnp.sum(_valid(p), axis=-1)
+    n = jnp.sum(_candidates(p), axis=-1)
     per = one_minus_py_from_lu(_lu(p))
     return expect(p, per) / jnp.maximum(n - 1, 1)
 
@@ -251,6 +290,7 @@ def normalized_focal_loss(
     *,
     gamma: float = 0.5,
     stop_gradient_normalizer: bool = False,
+    detach_focal_weight: bool = False,
     axis: int = -1,
     where: ArrayLike | None = None,
 ) -> jax.Array:
@@ -261,8 +301,17 @@ def normalized_focal_loss(
 
     Symmetric (``Σ_y ℓ = 1``). The focal factor is ``exp(γ·log_sigmoid(ℓu_j))`` (finite
     gradients for γ < 1 at ``p_j → 1``). Default γ = 0.5 (Active-Passive configs).
-    The reference code computes the NFL normalizer from **detached** values; that gradient is
-    ``stop_gradient_normalizer=True``. The default False is the paper's maths (values agree).
+
+    Three gradients, one value (the value is the same in all three):
+
+    * default (``detach_focal_weight=False, stop_gradient_normalizer=False``): the paper's plain
+      ratio (Ma et al. 2020, Eq. 5), differentiated everywhere.
+    * ``detach_focal_weight=True``: the authors' released code (Active-Passive-Losses, ``NFL``)
+      stops the gradient through the focal weights ``(1 − p_j)^γ`` only — in the numerator and in
+      every normalizer term — and keeps ``log p_j`` live:
+      ``∇ [sg(w_y) log p_y / Σ_j sg(w_j) log p_j]``. Use this to reproduce their runs.
+    * ``stop_gradient_normalizer=True``: the whole denominator is a constant (an lossjax option;
+      it is **not** the released code's gradient).
 
     Reference: X. Ma et al., ICML 2020, arXiv:2006.13554.
 
@@ -271,6 +320,7 @@ def normalized_focal_loss(
       labels: integer ``[...]`` or probability ``[..., K]`` labels (expectation convention).
       gamma: focusing parameter γ ≥ 0 (γ = 0 is NCE).
       stop_gradient_normalizer: whether to stop the gradient through the denominator.
+      detach_focal_weight: stop the gradient through ``(1 − p_j)^γ`` (the released code).
       axis: class axis.
       where: optional bool mask, per example or per class.
 
@@ -286,7 +336,9 @@ def normalized_focal_loss(
     require_nonnegative(gamma, "gamma")
     p = prepare(logits, labels, axis=axis, where=where)
     _require_two_classes(p)
-    return finalize(p, _nfl(p, gamma, bool(stop_gradient_normalizer)))
+    return finalize(
+        p, _nfl(p, gamma, bool(stop_gradient_normalizer), bool(detach_focal_weight))
+    )
 
 
 def normalized_generalized_cross_entropy_loss(
@@ -381,6 +433,7 @@ def active_passive_loss(
     q: float = 0.7,
     log_zero: float = -4.0,
     stop_gradient_normalizer: bool = False,
+    detach_focal_weight: bool = False,
     axis: int = -1,
     where: ArrayLike | None = None,
 ) -> jax.Array:
@@ -396,6 +449,12 @@ def active_passive_loss(
     γ = 0.5, q = 0.7. The reference code's RCE uses ``A = ln 1e-4``: pass
     ``log_zero=math.log(1e-4)`` to reproduce it (default −4 is the SCE paper's A).
 
+    Focal gradients: by default ``'fl'`` differentiates ``(1 − p_y)^γ`` (the focal-loss paper,
+    Lin et al. 2017, Eq. 5) and ``'nfl'`` is the paper's plain ratio. The released
+    Active-Passive-Losses code detaches the focal weight in both (``p_t`` in ``(1 − p_t)^γ`` for
+    FL; ``(1 − p_j)^γ`` in the numerator and normalizer for NFL): ``detach_focal_weight=True``
+    reproduces it (values are unchanged).
+
     Reference: X. Ma, H. Huang, Y. Wang, S. Romano, S. Erfani, J. Bailey, "Normalized Loss
     Functions for Deep Learning with Noisy Labels", ICML 2020, arXiv:2006.13554.
 
@@ -410,6 +469,8 @@ def active_passive_loss(
       q: GCE exponent in ``(0, 1]`` for ``'gce'``/``'ngce'``.
       log_zero: ``A < 0`` for ``'rce'``.
       stop_gradient_normalizer: for the normalized active losses.
+      detach_focal_weight: stop the gradient through the focal weight (``'fl'``/``'nfl'``), as
+        the released code does.
       axis: class axis.
       where: optional bool mask, per example or per class.
 
@@ -438,13 +499,13 @@ def active_passive_loss(
     if active == "ce":
         act = expect(p, nll_from_lu(_lu(p)))
     elif active == "fl":
-        act = _softmax_focal(p, gamma, None)
+        act = _softmax_focal(p, gamma, None, detach_weight=bool(detach_focal_weight))
     elif active == "gce":
         act = expect(p, _gce_from_nll(nll_from_lu(_lu(p)), q))
     elif active == "nce":
         act = _nce(p, sg)
     elif active == "nfl":
-        act = _nfl(p, gamma, sg)
+        act = _nfl(p, gamma, sg, bool(detach_focal_weight))
     else:
         act = _ngce(p, q, sg)
     if passive == "mae":

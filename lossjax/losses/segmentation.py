@@ -20,7 +20,8 @@ Losses:
 * :func:`cl_dice_loss` (+ :func:`soft_skeleton`) — Shit et al., CVPR 2021.
 
 Nothing here is exponential; sums are accumulated in float32 (float64 for float64 input).
-Reference for formulas and test values: lossjax specification ``losses_other.md`` §6.
+References: each function's docstring; frozen values and the MONAI oracles in
+``docs/design/test_vectors.md`` §3.
 """
 
 from __future__ import annotations
@@ -86,6 +87,15 @@ def _prepare_seg(
     x = jnp.moveaxis(x, axis, -1).astype(dtype)
     c = x.shape[-1]
     batch_shape = x.shape[:-1]
+    if where is not None:
+        wm = jnp.asarray(where)
+        if wm.dtype != jnp.bool_:
+            raise TypeError(f"`where` must be a bool array, got {wm.dtype}.")
+        if wm.shape != batch_shape:
+            raise ValueError(f"`where` must have shape {batch_shape} (one flag per pixel), got {wm.shape}.")
+        # double where: a masked pixel never reaches softmax/sigmoid, so a NaN there cannot
+        # reach the gradient.
+        x = jnp.where(wm[..., None], x, jnp.zeros((), dtype))
     if from_logits:
         x = jax.nn.sigmoid(x) if c == 1 else jax.nn.softmax(x, axis=-1)
     t = jnp.asarray(targets)
@@ -106,6 +116,8 @@ def _prepare_seg(
                 f"Soft `targets` must have the shape of `probs` {jnp.shape(probs)}, got {t.shape}."
             )
         t = jnp.moveaxis(t, axis, -1).astype(dtype)
+        if where is not None:
+            t = jnp.where(jnp.asarray(where)[..., None], t, jnp.zeros((), dtype))
         soft = True
     else:
         raise TypeError(f"`targets` must be integer or floating, got {t.dtype}.")
@@ -236,7 +248,7 @@ def jaccard_metric_loss(
     fp = cx - tp
     fn = cy - tp
     den = tp + alpha * fp + beta * fn + smooth
-    ok = den > 0
+    ok = den != 0  # den >= 0; NaN propagates
     ratio = jnp.where(ok, (tp + smooth) / jnp.where(ok, den, 1.0), 1.0)
     if log_loss:
         loss = -jnp.log(jnp.maximum(ratio, jnp.finfo(s.dtype).tiny))
@@ -292,8 +304,6 @@ def _signed_pair(pred: ArrayLike, target: ArrayLike, where: ArrayLike | None, fr
     dtype = compute_dtype(jnp.promote_types(p.dtype, g.dtype))
     p = p.astype(dtype)
     g = g.astype(dtype)
-    if from_logits:
-        p = jnp.tanh(p)
     if where is None:
         m = jnp.ones(p.shape, bool)
     else:
@@ -302,6 +312,11 @@ def _signed_pair(pred: ArrayLike, target: ArrayLike, where: ArrayLike | None, fr
             raise TypeError(f"`where` must be a bool array, got {m.dtype}.")
         if m.shape != p.shape:
             raise ValueError(f"`where` must have the shape of `pred` {p.shape}, got {m.shape}.")
+        # double where: masked entries are replaced before any arithmetic (NaN-safe gradient).
+        p = jnp.where(m, p, jnp.zeros((), dtype))
+        g = jnp.where(m, g, jnp.zeros((), dtype))
+    if from_logits:
+        p = jnp.tanh(p)
     return p, g, m, dtype
 
 
@@ -359,7 +374,7 @@ def sauna_jaccard_loss(
     den = jnp.maximum(pp, gp) + jnp.maximum(pn, gn)
     num = jnp.sum(jnp.where(m, num, 0.0), axis=ax) + smooth
     den = jnp.sum(jnp.where(m, den, 0.0), axis=ax) + smooth
-    ok = den > 0
+    ok = den != 0  # den >= 0; NaN propagates
     return jnp.where(ok, 1.0 - num / jnp.where(ok, den, 1.0), 0.0).astype(dtype)
 
 
@@ -471,7 +486,7 @@ def tversky_loss(
     Jaccard). Matches MONAI ``TverskyLoss`` (per image and class, then mean).
     ``optax.losses.dice_loss`` (which has the same α/β form) is not called: with
     ``apply_softmax=False`` — the probability input used here — it validates array values with a
-    Python ``if`` and cannot be jitted (spec ``losses_other.md`` §0.1), and it has no ``where``.
+    Python ``if`` and cannot be jitted (optax ``losses/_segmentation.py``), and it has no ``where``.
 
     Args:
       probs: floating ``[B, *spatial, C]`` (or logits with ``from_logits``).
@@ -588,7 +603,7 @@ def generalized_dice_loss(
     ``GeneralizedDiceLoss``; an image with no target mass gets all weights 0 and loss
     ``1 − s_nr/s_dr``. The weights are constants (no gradient). ``optax``'s
     ``multiclass_generalized_dice_loss`` is a different quantity (batch-level weights outside
-    the ratio; spec ``losses_other.md`` §0.1), so it is not used.
+    the ratio, per optax's ``losses/_segmentation.py``), so it is not used.
 
     Args:
       probs: floating ``[B, *spatial, C]`` (or logits with ``from_logits``).

@@ -18,7 +18,8 @@ The probabilities are formed stably: ``1 − p`` is ``sigmoid(−x)`` (binary) o
 from the leave-one-out log-sum-exp of :mod:`lossjax.losses._core` (multi-class), and
 ``(1 − p)^α = exp(α·log(1 − p))``.
 
-Reference: lossjax specification ``losses_classification.md`` §9.
+Reference: X. Li, X. Sun, Y. Meng, J. Liang, F. Wu, J. Li, "Dice Loss for Data-imbalanced NLP Tasks",
+ACL 2020 (§3–4); open points in ``docs/open_questions.md``.
 """
 
 from __future__ import annotations
@@ -153,8 +154,9 @@ def self_adjusting_dice_loss(
     multi-class path *sums* the class losses and divides a per-example numerator by the
     batch-level denominator before averaging; here the multi-class set-level loss is the mean
     over classes of proper set-level class losses (the binary case matches it exactly). The code
-    defaults are ``α = 0``, ``smooth = 1e-4``; **[VERIFY]** the paper's tuned ``α`` per task
-    (``γ = 1`` in its table); the default ``α = 1`` here is the simplest self-adjusting choice.
+    defaults are ``α = 0``, ``smooth = 1e-4``; the paper's tuned ``α`` per task (``γ = 1`` in its
+    table) is an open question (``docs/open_questions.md``); the default ``α = 1`` here is the
+    simplest self-adjusting choice.
 
     Inherent behaviour (not "fixed"): with ``α > 0`` a confidently wrong negative contributes
     almost nothing (``(1 − p)^α p → 0`` as ``p → 1``), and the per-example DSC with ``α = 1``

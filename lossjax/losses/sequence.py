@@ -9,11 +9,12 @@
 * :func:`input_gradient_penalty`, :func:`ce_input_gradient_penalty` — DRAGAN-style penalty
   ``λ(‖∇_x̃ ℓ‖ − k)²`` on a loss's input gradient near the data (Kodali et al., 2017).
 
-Reference for the formulas and the test values: lossjax specification ``losses_other.md`` §7.
+References: each function's docstring (the papers named above).
 """
 
 from __future__ import annotations
 
+import math
 from collections.abc import Callable, Sequence
 from typing import Any
 
@@ -24,10 +25,13 @@ import optax
 from jax.typing import ArrayLike
 
 from lossjax.losses._core import (
+    check_labels,
     compute_dtype,
+    is_concrete,
     log_softmax,
     masked_logsumexp,
     prepare,
+    replicate_on_explicit_mesh,
     require_floating,
     require_integer,
     require_nonnegative,
@@ -158,9 +162,26 @@ def eisl_loss(
     target_mask = _check_mask(target_mask, targets.shape, "target_mask")
     where = _check_mask(where, batch, "where")
 
+    if where is not None:
+        # double where: a masked sequence never reaches the arithmetic (NaN-safe gradient)
+        x = jnp.where(where.reshape(where.shape + (1, 1)), x, jnp.zeros((), x.dtype))
     p = prepare(x, jnp.zeros(x.shape[:-1], jnp.int32), axis=-1)
+    # targets are class indices: the package label rule (docs/conventions.md)
+    tok = targets.astype(jnp.int32)
+    keep = None if target_mask is None else target_mask
+    if where is not None:
+        keep = jnp.broadcast_to(where[..., None], tok.shape) if keep is None else keep & where[..., None]
+    if is_concrete(tok) and (keep is None or is_concrete(keep)):
+        check_labels(tok, p.num_classes, where=keep, name="targets")
+        logits_c = p.logits
+    else:
+        bad = (tok < 0) | (tok >= p.num_classes)
+        if keep is not None:
+            bad = bad & keep
+        logits_c = p.logits + jnp.where(jnp.any(bad, -1), jnp.nan, 0.0)[..., None, None].astype(p.dtype)
+    p = p._replace(logits=logits_c)
     logp = log_softmax(p)  # [..., T_out, V]
-    tok = jnp.clip(targets.astype(jnp.int32), 0, p.num_classes - 1)
+    tok = jnp.clip(tok, 0, p.num_classes - 1)
     idx = jnp.broadcast_to(tok[..., None, :], batch + (t_out, t_tgt))
     c = jnp.take_along_axis(logp, idx, axis=-1)  # [..., T_out, T_tgt]
     c = jnp.maximum(c, jnp.asarray(log_clip, c.dtype))
@@ -229,7 +250,8 @@ def cs_divergence(
     squared distances are formed from differences (``O(n·m·d)`` memory, exact).
 
     Only the marginal divergence is implemented; the conditional CS-IB estimator of Yu et al.
-    (``D_CS(p(y|x) ‖ q(ŷ|x))``) is not (spec tag [P]). A set-level quantity: returns a scalar.
+    (``D_CS(p(y|x) ‖ q(ŷ|x))``), known to us from the abstract only, is not
+    (``docs/open_questions.md``). A set-level quantity: returns a scalar.
 
     Args:
       x: floating ``[n]`` or ``[n, d]`` samples of ``p``.
@@ -263,10 +285,15 @@ def cs_divergence(
     wb = _check_mask(where_y, b.shape[:1], "where_y")
     wa = jnp.ones(a.shape[:1], bool) if wa is None else wa
     wb = jnp.ones(b.shape[:1], bool) if wb is None else wb
+    # pairwise (Gram) sums need every sample on every device; masked samples are replaced
+    # before any arithmetic (NaN-safe gradient)
+    a, b, wa, wb = (replicate_on_explicit_mesh(v) for v in (a, b, wa, wb))
+    a = jnp.where(wa[:, None], a, jnp.zeros((), dtype))
+    b = jnp.where(wb[:, None], b, jnp.zeros((), dtype))
     lxx = _log_gram_lse(a, a, wa, wa, sigma)
     lyy = _log_gram_lse(b, b, wb, wb, sigma)
     lxy = _log_gram_lse(a, b, wa, wb, sigma)
-    ok = jnp.isfinite(lxx) & jnp.isfinite(lyy) & jnp.isfinite(lxy)
+    ok = (lxx != -jnp.inf) & (lyy != -jnp.inf) & (lxy != -jnp.inf)  # empty sums; NaN propagates
     safe = lambda v: jnp.where(ok, v, 0.0)  # noqa: E731
     return jnp.where(ok, safe(lxx) + safe(lyy) - 2.0 * safe(lxy), 0.0).astype(dtype)
 
@@ -442,7 +469,8 @@ def input_gradient_penalty(
         return jnp.sum(losses)
 
     g = jax.grad(total)(x_t)
-    g = g.reshape(g.shape[0], -1).astype(compute_dtype(g.dtype))
+    # explicit size, not -1: an empty batch reshapes to (0, D) instead of dividing by zero
+    g = g.reshape(g.shape[0], math.prod(g.shape[1:])).astype(compute_dtype(g.dtype))
     norm = jnp.sqrt(jnp.sum(g * g, axis=-1) + eps)
     gap = norm - k
     if one_sided:

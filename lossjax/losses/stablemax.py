@@ -15,7 +15,8 @@ masked log-softmax of :mod:`lossjax.losses._core`, so nothing overflows and no f
 ``1e-30`` added inside ``1/(1 − x + 1e-30)``.) The two-branch form of ``g`` has the right
 gradient, 1, at ``x = 0`` (``sign(x)·log1p(|x|)`` would give 0 there in JAX).
 
-Reference: lossjax specification ``losses_classification.md`` §7.
+Reference: L. Prieto, M. Barsbey, P. Mediano, T. Birdal, "Grokking at the Edge of Numerical Stability",
+arXiv:2501.04697 (2025).
 """
 
 from __future__ import annotations
@@ -45,7 +46,8 @@ def stablemax_log_transform(x: ArrayLike) -> jax.Array:
     r"""``g(x) = log s(x) = sign(x)·log1p(|x|)``, elementwise, with ``g'(0) = 1``.
 
     Computed with a double ``where`` (``log1p`` of ``x`` on ``x ≥ 0``, ``−log1p(−x)`` otherwise, each
-    branch fed only its own inputs) so that neither branch sees a bad input (finite gradients everywhere, ``g(±inf) = ±inf``). Keeps the input dtype.
+    branch fed only its own inputs) so that neither branch sees a bad input (finite gradients everywhere,
+    ``g(±inf) = ±inf``). Keeps the input dtype.
 
     Example:
       >>> import jax, jax.numpy as jnp

@@ -11,8 +11,9 @@ so that nobody confuses them:
   Chowdhery et al., 2022, arXiv 2204.02311). It is *added* to cross-entropy to keep the softmax
   normaliser near 1 for numerical stability of large-model training.
 
-Reference for the formulas and the test values: lossjax specification
-``losses_classification.md`` §6.
+References: A. de Brébisson, P. Vincent, "An Exploration of Softmax Alternatives Belonging to the
+Spherical Loss Family", arXiv:1604.08859 (2016); A. Chowdhery et al., "PaLM", arXiv:2204.02311 (2022),
+§5. Test vectors: ``docs/design/test_vectors.md``.
 """
 
 from __future__ import annotations
@@ -67,8 +68,8 @@ def spherical_z_loss(
     for ±1e30 logits); ``ε`` keeps its meaning in the original units. A constant row gives
     ``z = 0`` and ``L = softplus(a·b)/a`` (also for ``K = 1``).
 
-    Hyper-parameters **[VERIFY]**: the paper tunes ``a`` and ``b`` per task (to target top-k
-    error); no universal values were confirmed. The authors' example code uses the plain form
+    Hyper-parameters (open question: ``docs/open_questions.md``): the paper tunes ``a`` and ``b``
+    per task (to target top-k error); no universal values were confirmed. The authors' example code uses the plain form
     ``softplus((μ − x_y)/(σ + 1e-12))``, i.e. ``a = 1, b = 0``, which are the defaults here.
 
     Args:
@@ -102,13 +103,13 @@ def spherical_z_loss(
     require_nonnegative(eps, "eps")
     p = prepare(logits, labels, axis=axis, where=where)
     x = p.logits
-    valid = x > -jnp.inf
+    valid = x != -jnp.inf  # a NaN logit stays a class, so it propagates
     n = jnp.sum(valid, axis=-1, keepdims=True).astype(x.dtype)
     n_safe = jnp.maximum(n, 1.0)
     xs = jax.lax.stop_gradient(x)
     # Stop-gradient shift (exact zeros for constant rows) and scale (no overflow in the squares).
     m = jnp.max(jnp.where(valid, xs, -jnp.inf), axis=-1, keepdims=True)
-    m = jnp.where(jnp.isfinite(m), m, 0.0)
+    m = jnp.where(jnp.isinf(m), 0.0, m)
     d = jnp.where(valid, x - m, 0.0)
     s = jnp.max(jnp.abs(jax.lax.stop_gradient(d)), axis=-1, keepdims=True)
     s = jnp.where(s > 0, s, 1.0)
@@ -173,8 +174,8 @@ def logsumexp_squared_penalty(
 
 def _lse_squared(x: jax.Array) -> jax.Array:
     lse = masked_logsumexp(x)
-    finite = jnp.isfinite(lse)
-    lse = jnp.where(finite, lse, 0.0)  # empty row: 0, zero gradient (double where)
+    empty = lse == -jnp.inf
+    lse = jnp.where(empty, 0.0, lse)  # empty row: 0, zero gradient (double where); NaN/+inf stay
     return lse * lse
 
 

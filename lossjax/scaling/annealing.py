@@ -13,11 +13,11 @@ and ``L(s) = L0 + A·S1^(−α) − C·S2`` (:func:`lossjax.scaling.laws.lr_anne
 
 from __future__ import annotations
 
-from typing import Callable
+from collections.abc import Callable
 
-import numpy as np
 import jax
 import jax.numpy as jnp
+import numpy as np
 from jax.typing import ArrayLike
 
 __all__ = ["lr_annealing_areas", "warmup_stable_decay_schedule"]
@@ -40,8 +40,8 @@ def lr_annealing_areas(
     ``S2(s) = η_1 − η_s`` (the plain drop in LR); ``λ`` near 1 models the delayed response of the
     loss to annealing. LR *increases* (warmup) enter ``m`` with a negative sign; pass
     ``warmup_steps`` to ignore the LR changes of the first ``warmup_steps`` steps in ``S2`` (they
-    still count in ``S1``). [VERIFY] How the paper treats warmup in ``S1``/``S2`` was not
-    confirmed from the PDF; this follows the reading that only annealing enters ``S2``.
+    still count in ``S1``). This follows the reading that only annealing enters ``S2``; how the
+    paper treats warmup is an open question (``docs/open_questions.md``).
 
     Reference: H. Tissue et al., "Scaling Law with Learning Rate Annealing", arXiv:2408.11029.
 

@@ -17,9 +17,9 @@ Forms:
 
 from __future__ import annotations
 
-import numpy as np
 import jax
 import jax.numpy as jnp
+import numpy as np
 from jax.typing import ArrayLike
 
 __all__ = [
@@ -165,7 +165,8 @@ def kaplan_loss_nd(
 
     Evaluated in log space as ``α_D · logaddexp((α_N/α_D)·log(N_c/N), log(D_c/D))``. Defaults are
     the joint re-fit constants of the paper's Table 2 (``α_N = 0.076, α_D = 0.103,
-    N_c = 6.4e13, D_c = 1.8e13``), as restated in secondary sources [VERIFY against the PDF].
+    N_c = 6.4e13, D_c = 1.8e13``), as restated in secondary sources (not yet checked against the
+    PDF; ``docs/open_questions.md``).
     For ``D → ∞`` it reduces to :func:`kaplan_loss_n` with the same ``N_c, α_N``.
 
     Reference: J. Kaplan et al., "Scaling Laws for Neural Language Models", arXiv:2001.08361.

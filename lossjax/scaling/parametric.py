@@ -21,9 +21,9 @@ import functools
 import itertools
 from collections.abc import Callable, Mapping, Sequence
 
-import numpy as np
 import jax
 import jax.numpy as jnp
+import numpy as np
 
 __all__ = [
     "ScalingLaw",
@@ -272,7 +272,7 @@ KAPLAN_ND = ScalingLaw(
 # ------------------------------------------------------------------------------------------
 
 
-@functools.lru_cache(maxsize=None)
+@functools.cache
 def nmt_bivariate_law(n_enc_ref: float = 1.0, n_dec_ref: float = 1.0) -> ScalingLaw:
     """Ghorbani et al.'s encoder/decoder law with fixed reference sizes, as a fittable law.
 
@@ -370,7 +370,7 @@ _REGISTRY = {
 }
 
 
-def get_law(law: "ScalingLaw | str") -> ScalingLaw:
+def get_law(law: ScalingLaw | str) -> ScalingLaw:
     """Returns ``law`` itself or the registered law of that name.
 
     Names: ``power_law``, ``power_law_plus_constant``, ``chinchilla``, ``kaplan_nd``,

@@ -1,7 +1,7 @@
 """Published scaling-law constants (Kaplan 2020, Henighan 2020, Hoffmann 2022, Besiroglu 2024).
 
-Numbers are the papers' (as recorded in the project spec, ``experiments_and_style.md`` §1);
-items marked [VERIFY] were confirmed from secondary copies, not from the PDF. Ghorbani et al.'s
+Numbers are the papers' (sources and provenance in ``docs/design/experiments.md`` §3); the Kaplan
+joint re-fit was read from secondary copies, not from the PDF (``docs/open_questions.md``). Ghorbani et al.'s
 NMT constants are intentionally absent (not retrieved; see
 :func:`lossjax.scaling.laws.nmt_bivariate_loss`).
 
@@ -97,7 +97,7 @@ KAPLAN_2020 = KaplanConstants(
     n_opt_exponent=0.73,
 )
 
-#: Kaplan et al. 2020 joint ``L(N, D)`` re-fit (Table 2) [VERIFY against the PDF].
+#: Kaplan et al. 2020 joint ``L(N, D)`` re-fit (Table 2; read from secondary copies, see docs/open_questions.md).
 KAPLAN_2020_JOINT = KaplanConstants(
     n_c=6.4e13, alpha_n=0.076, d_c=1.8e13, alpha_d=0.103, c_c=math.nan, alpha_c=math.nan,
     n_opt_exponent=0.73,

@@ -8,6 +8,13 @@ step; the transform returns the SAM gradient, which the rest of the chain sees::
 
     updates, opt_state = tx.update(ascent_grads, opt_state, params, grad_fn=grad_fn)
 
+Ordering rule, checked at the first ``update`` (trace time, so also under ``jit``): a two-pass
+transform is the **first** member of its ``optax.chain`` (weight decay, clipping and the
+optimizer after it), never inside ``optax.MultiSteps``; :func:`msam` (a complete optimizer, all
+arguments keyword-only) and :func:`mesa` are the **last** member; ``grad_fn`` must return a
+gradient pytree shaped like ``params`` (``jax.grad(loss)``, not the loss or
+``jax.value_and_grad``). Each violation raises an error that names the fix.
+
 One-pass methods: SAF (:func:`saf`, a trajectory buffer in the optimizer state, extra args
 ``logits=, sample_idx=, epoch=``), MESA (:func:`mesa`, an EMA of the parameters), Momentum-SAM
 (:func:`msam`, gradient taken at :func:`msam_params`), ⊥Grad (:func:`orthograd`).
@@ -71,6 +78,7 @@ gradient taken w.r.t. :func:`per_replica` ``(params, 'data')``.
 
 from lossjax.sharpness.flax_helpers import FlaxSAMGrads, flax_sam_grads
 from lossjax.sharpness.msharpness import grouped_sam_gradient, per_replica
+from lossjax.sharpness.nnx_helpers import NNXSAMGrads, nnx_apply, nnx_sam_grads, nnx_sam_step
 from lossjax.sharpness.orthograd import orthograd
 from lossjax.sharpness.saf import (
     MESAState,
@@ -132,6 +140,11 @@ __all__ = [
     # Flax / BatchNorm
     "flax_sam_grads",
     "FlaxSAMGrads",
+    # Flax NNX
+    "nnx_sam_grads",
+    "nnx_sam_step",
+    "nnx_apply",
+    "NNXSAMGrads",
     # SAF / MESA
     "saf",
     "saf_targets",

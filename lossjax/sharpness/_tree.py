@@ -6,6 +6,9 @@ scalars as float32 so that optimizer states keep a fixed dtype.
 
 from __future__ import annotations
 
+import math
+import os
+import sys
 from collections.abc import Callable
 from typing import Any
 
@@ -119,7 +122,7 @@ def match_varying(tree: Any, like: Any, axis_name: Any) -> Any:
 
     Under ``shard_map`` the gradient w.r.t. an *unvarying* input is summed over the mesh; the
     point handed to ``grad_fn`` must therefore be varying whenever the per-replica gradient is
-    wanted (the replicated-parameter trap, spec experiments_and_style.md §6.2).
+    wanted (the replicated-parameter trap, ``docs/design/sam_family.md`` §4).
     """
     if axis_name is None or not any(is_varying(x, axis_name) for x in jax.tree.leaves(like)):
         return tree
@@ -191,3 +194,122 @@ def require_grad_fn(grad_fn: Callable | None, name: str) -> None:
 def require_params(params: Any, name: str) -> None:
     if params is None:
         raise ValueError(f"lossjax.{name}: `update` needs `params` (the current parameters).")
+
+
+def require_radius(value: Any, name: str = "rho") -> None:
+    """``value`` must be finite and ``>= 0`` (schedules and traced values are not checked)."""
+    if callable(value):
+        return
+    try:
+        v = float(value)
+    except Exception:  # noqa: BLE001  traced values and non-scalars are not checked here
+        return
+    if not (math.isfinite(v) and v >= 0):
+        raise ValueError(f"`{name}` must be finite and >= 0, got {value!r}.")
+
+
+def check_like_params(tree: Any, params: Any, name: str, what: str) -> None:
+    """Raise a clear error unless ``tree`` has the structure and leaf shapes of ``params``.
+
+    ``what`` is ``"grad_fn"`` (the tree is ``grad_fn``'s output) or ``"updates"``. Catches a
+    loss function or ``jax.value_and_grad(loss)`` passed where a gradient is expected.
+    """
+    ts, ps = jax.tree.structure(tree), jax.tree.structure(params)
+    source = "`grad_fn(p)` returned" if what == "grad_fn" else "`updates` is"
+    fix = (
+        "`grad_fn` must return the gradient pytree of the training loss, e.g. "
+        "`grad_fn=jax.grad(loss)`; for `jax.value_and_grad(loss)` pass "
+        "`grad_fn=lambda p: jax.value_and_grad(loss)(p)[1]`"
+        if what == "grad_fn"
+        else "`updates` must be the gradient pytree at `params` (e.g. `jax.grad(loss)(params)`)"
+    )
+    if ts != ps:
+        hint = ""
+        if isinstance(tree, tuple) and len(tree) == 2 and jax.tree.structure(tree[1]) == ps:
+            hint = " a (value, grads) pair, as `jax.value_and_grad` gives;"
+        elif ts.num_leaves == 1 and jnp.ndim(jax.tree.leaves(tree)[0]) == 0:
+            hint = " a scalar, as a loss function gives;"
+        raise TypeError(
+            f"lossjax.{name}: {source}{hint or ' a tree'} with structure {ts}, not the structure "
+            f"of `params` {ps}. {fix}."
+        )
+    for a, b in zip(jax.tree.leaves(tree), jax.tree.leaves(params)):
+        if jnp.shape(a) != jnp.shape(b):
+            raise TypeError(
+                f"lossjax.{name}: {source} a leaf of shape {jnp.shape(a)} where `params` has "
+                f"{jnp.shape(b)}. {fix}."
+            )
+
+
+# --- chain-order checks ------------------------------------------------------------------------
+# optax.chain / optax.named_chain call their members in a Python loop; while a member's update
+# runs, the chain's frame knows how many members already ran (``len(new_state)``) and how many
+# there are. Reading it at trace time costs nothing at run time and catches the wrong orders
+# that otherwise train silently in the wrong direction.
+
+_COMBINING = os.path.join("optax", "transforms", "_combining.py")
+_ACCUMULATION = os.path.join("optax", "transforms", "_accumulation.py")
+
+
+def _enclosing_optax() -> list[tuple[str, int, int]]:
+    """``(kind, index, size)`` of each optax chain / MultiSteps frame on the call stack."""
+    found: list[tuple[str, int, int]] = []
+    frame = sys._getframe(1)
+    while frame is not None:
+        code = frame.f_code
+        if code.co_filename.endswith(_COMBINING) and code.co_name == "update_fn":
+            loc = frame.f_locals
+            done = loc.get("new_state")
+            members = loc.get("update_fns", loc.get("transforms"))
+            if isinstance(done, (list, dict)) and members is not None:
+                found.append(("chain", len(done), len(members)))
+        elif code.co_filename.endswith(_ACCUMULATION) and code.co_name in ("_do_update", "_skip_update"):
+            found.append(("multisteps", 0, 0))
+        frame = frame.f_back
+    return found
+
+
+def require_position(name: str, where: str) -> None:
+    """Refuse a sharpness transform at the wrong place of an ``optax.chain`` (or in MultiSteps).
+
+    ``where='first'``: two-pass SAM transforms (they need the raw gradient). ``'last'``: complete
+    optimizers and transforms that read the final update (msam, MESA).
+    """
+    for kind, index, size in _enclosing_optax():
+        if kind == "multisteps" and where == "first":
+            raise ValueError(
+                f"lossjax.{name} inside optax.MultiSteps: the SAM step would see only the last "
+                "micro-batch's `grad_fn`, once every k steps. Compute the SAM gradient per "
+                "micro-batch (lossjax.sharpness.grouped_sam_gradient or a chain whose first "
+                f"member is lossjax.{name}) and wrap only the base optimizer in MultiSteps."
+            )
+        if kind != "chain":
+            continue
+        if where == "first" and index != 0:
+            raise ValueError(
+                f"lossjax.{name} must be the FIRST transformation of its optax.chain (here it is "
+                f"number {index + 1} of {size}). It takes the raw gradient at `params` and returns "
+                "the sharpness-aware gradient that weight decay, clipping and the optimizer must "
+                "see; with anything before it the step is wrong (after optax.sgd it trains by "
+                "gradient ascent; after optax.add_decayed_weights the decay only tilts the "
+                f"perturbation and is lost). Write optax.chain(lossjax.{name}(...), "
+                "optax.add_decayed_weights(wd), optax.sgd(lr, momentum=0.9))."
+            )
+        if where == "last" and index != size - 1:
+            what = (
+                "a complete optimizer (its output is the parameter update)"
+                if name == "msam"
+                else "a transform that reads the new parameters as `params + updates`, which needs "
+                "the final update"
+            )
+            raise ValueError(
+                f"lossjax.{name} must be the LAST transformation of its optax.chain (here it is "
+                f"number {index + 1} of {size}): it is {what}. "
+                + (
+                    "Put gradient transforms (clipping) before it and nothing after it, e.g. "
+                    "optax.chain(optax.clip_by_global_norm(1.0), lossjax.msam(learning_rate=0.1))."
+                    if name == "msam"
+                    else "Write optax.chain(optax.sgd(lr, momentum=0.9), lossjax.mesa(...)), or "
+                    "pass after_update=False to average the incoming `params` at any position."
+                )
+            )

@@ -49,6 +49,26 @@ def per_replica(params: Any, axis_name: str | tuple[str, ...]) -> Any:
     The transform ``pmean``-s the SAM gradient (and the logged norms) over ``"data"``, so the
     returned parameters and optimizer state stay replicated (``out_specs=P()``).
 
+    FSDP-sharded parameters (``in_specs=P("data", ...)`` for the parameters and the optimizer
+    state): gather the weights inside the step -- ``jax.lax.all_gather`` returns them *varying*,
+    so the gradient w.r.t. the gathered weights is already this device's own -- take the SAM
+    gradient of this device's batch with :func:`lossjax.sharpness.sam_gradient` (no
+    ``axis_name``: nothing is averaged yet) and reduce-scatter it back to the shards, where the
+    base optimizer runs on the shards::
+
+        def step(shards, opt_state, x, y):               # jax.shard_map, params P("data", ...)
+            w = jax.tree.map(lambda q: jax.lax.all_gather(q, "data", axis=0, tiled=True), shards)
+            loss = lambda p: ce(apply(p, x), y).mean()
+            g = lossjax.sharpness.sam_gradient(jax.grad(loss)(w), w, jax.grad(loss), rho=0.05).grads
+            g = jax.tree.map(lambda a: jax.lax.psum_scatter(a, "data", scatter_dimension=0,
+                                                             tiled=True) / n_devices, g)
+            updates, opt_state = base_tx.update(g, opt_state, shards)   # e.g. optax.sgd(...)
+            return optax.apply_updates(shards, updates), opt_state
+
+    Each device holds one full perturbed copy of the weights during the step (inherent to
+    per-device perturbations). Under plain ``jit`` (no ``shard_map``) with FSDP parameters the
+    chained transforms work unchanged and give global SAM (``m`` = global batch).
+
     Example (outside ``shard_map`` it is an error: the axis name is unbound)::
 
         >>> per_replica  # doctest: +ELLIPSIS

@@ -23,6 +23,7 @@ import jax
 import jax.numpy as jnp
 import numpy as np
 import optax
+from jax.sharding import NamedSharding, PartitionSpec
 from jax.typing import ArrayLike
 
 from lossjax.losses import _core
@@ -50,10 +51,11 @@ class TrajectoryTargets(NamedTuple):
     """Reference logits for the SAF/MESA term of one batch.
 
     Attributes:
-      logits: ``[B, C]`` float32 reference logits ``ŷ`` (zeros where not available).
-      weight: ``[B]`` float32 per-example weight: ``λ`` where the term is active (gate open and,
-        for SAF, a record from exactly ``Ẽ`` epochs ago exists), 0 elsewhere.
-      tau: float32 temperature τ.
+      logits: ``[B, C]`` reference logits ``ŷ`` (zeros where not available), float32 or
+        float64 for a float64 buffer / float64 EMA logits.
+      weight: ``[B]`` per-example weight (dtype of ``logits``): ``λ`` where the term is active
+        (gate open and, for SAF, a record from exactly ``Ẽ`` epochs ago exists), 0 elsewhere.
+      tau: temperature τ (float32, float64 under ``jax_enable_x64``).
     """
 
     logits: jax.Array
@@ -64,10 +66,46 @@ class TrajectoryTargets(NamedTuple):
         """``Σ_i w_i · τ²·KL(softmax(ŷ_i/τ) ‖ softmax(z_i/τ)) / B``: add it to the mean CE.
 
         ``B`` is the batch size (the official ``.sum(-1).mean()``); rows with weight 0 add 0.
+        A NaN in an active row (reference or current logits) makes the penalty NaN.
         """
-        kl = trajectory_kl_loss(logits, self.logits, tau=self.tau, axis=axis)
-        w = jnp.broadcast_to(self.weight, kl.shape)
-        return jnp.sum(jnp.where(w > 0, w * kl, 0.0)) / max(kl.size, 1)
+        z = jnp.asarray(logits)
+        if z.ndim < 1:
+            raise ValueError("`logits` must have a class axis; got a scalar.")
+        row_shape = tuple(d for i, d in enumerate(z.shape) if i != axis % z.ndim)
+        w = jnp.broadcast_to(self.weight, row_shape)
+        active = w > 0
+        # inactive rows (no record yet, gate closed) are zeroed so that nothing there reaches
+        # the value or the gradient; a NaN in an active reference row makes the penalty NaN
+        ref = jnp.asarray(self.logits)
+        ref = jnp.where(jnp.expand_dims(active, axis), ref, jnp.zeros_like(ref))
+        kl = trajectory_kl_loss(z, ref, tau=self.tau, axis=axis)
+        # NaN value *and* NaN gradient in such a row (a plain `where` would give a 0 gradient)
+        bad = jnp.any(jnp.isnan(ref), axis=axis)
+        poison = jnp.where(bad, jnp.nan, 0.0).astype(kl.dtype)
+        kl = kl + poison * jnp.sum(jnp.where(jnp.expand_dims(bad, axis), z, 0), axis=axis).astype(kl.dtype)
+        return jnp.sum(jnp.where(active, w * kl, 0.0)) / max(kl.size, 1)
+
+
+def _hp(value: Any) -> jax.Array:
+    """A hyperparameter as a state scalar: float32, float64 under ``jax_enable_x64``."""
+    x = jnp.asarray(value)
+    return x.astype(jnp.promote_types(x.dtype, jnp.float32))
+
+
+def _explicit_sharding(x: Any) -> Any:
+    """The sharding of ``x`` when it is sharded over Explicit mesh axes (under ``jit`` on a mesh
+    built by ``jax.make_mesh``, whose axes are Explicit by default), else None."""
+    sh = getattr(jax.typeof(x), "sharding", None)
+    spec = getattr(sh, "spec", None)
+    if spec is None or all(s is None for s in spec):
+        return None
+    return sh
+
+
+def _replicate(x: jax.Array) -> jax.Array:
+    """All-gather an explicitly sharded batch array (the buffers are replicated)."""
+    sh = _explicit_sharding(x)
+    return x if sh is None else jax.sharding.reshard(x, NamedSharding(sh.mesh, PartitionSpec()))
 
 
 def _gate(epoch: jax.Array, start: jax.Array, end: jax.Array) -> jax.Array:
@@ -87,7 +125,7 @@ class SAFState(NamedTuple):
         ``e mod (Ẽ+1)``.
       epochs: ``[N, Ẽ+1]`` int32 epoch at which each slot was written (int32 min = never), so
         a reference is used only if it was recorded exactly ``Ẽ`` epochs ago.
-      lam: float32 λ. tau: float32 τ.
+      lam: λ. tau: τ (float32; float64 under ``jax_enable_x64``).
       start_epoch: int32 gate start (exclusive). end_epoch: int32 gate end (exclusive).
     """
 
@@ -171,8 +209,8 @@ def saf(
         return SAFState(
             jnp.zeros((int(num_examples), slots, int(num_classes)), jnp.dtype(buffer_dtype)),
             jnp.full((int(num_examples), slots), _EMPTY, jnp.int32),
-            jnp.asarray(lam, jnp.float32),
-            jnp.asarray(tau, jnp.float32),
+            _hp(lam),
+            _hp(tau),
             jnp.asarray(start_epoch, jnp.int32),
             jnp.asarray(_NO_END if end_epoch is None else end_epoch, jnp.int32),
         )
@@ -206,10 +244,11 @@ def saf(
         slot = ep % state.epochs.shape[1]
         idx = idx.astype(jnp.int32)
         idx = jnp.where(idx < 0, state.logits.shape[0], idx)  # negatives are padding, not wrap-around
+        z, idx = _replicate(z), _replicate(idx)  # batch-sharded rows into the replicated buffer
         buf = state.logits.at[idx, slot].set(jax.lax.stop_gradient(z).astype(state.logits.dtype), mode="drop")
         eps = state.epochs.at[idx, slot].set(jnp.broadcast_to(ep, idx.shape), mode="drop")
         return updates, state._replace(
-            logits=buf, epochs=eps, lam=jnp.asarray(lam, jnp.float32), tau=jnp.asarray(tau, jnp.float32)
+            logits=buf, epochs=eps, lam=jnp.asarray(lam, state.lam.dtype), tau=jnp.asarray(tau, state.tau.dtype)
         )
 
     return optax.GradientTransformationExtraArgs(init_fn, update_fn)
@@ -250,10 +289,13 @@ def saf_targets(opt_state: Any, sample_idx: ArrayLike, epoch: ArrayLike) -> Traj
     slot = src % slots
     idx = jnp.asarray(sample_idx).astype(jnp.int32)
     idx = jnp.where(idx < 0, st.logits.shape[0], idx)
-    ref = st.logits.at[idx, slot].get(mode="fill", fill_value=0).astype(jnp.float32)
-    stamp = st.epochs.at[idx, slot].get(mode="fill", fill_value=_EMPTY)
+    sh = _explicit_sharding(idx)  # batch-sharded indices: the rows come back sharded like them
+    rows = {} if sh is None else {"out_sharding": NamedSharding(sh.mesh, PartitionSpec(*sh.spec, None))}
+    ref = st.logits.at[idx, slot].get(mode="fill", fill_value=0, **rows)
+    ref = ref.astype(T.cdtype(ref))  # float32, float64 for a float64 buffer
+    stamp = st.epochs.at[idx, slot].get(mode="fill", fill_value=_EMPTY, **({} if sh is None else {"out_sharding": sh}))
     ok = (stamp == src) & (src >= 0) & _gate(ep, st.start_epoch, st.end_epoch)
-    return TrajectoryTargets(ref, jnp.where(ok, st.lam, 0.0).astype(jnp.float32), st.tau)
+    return TrajectoryTargets(ref, jnp.where(ok, st.lam, 0.0).astype(ref.dtype), st.tau)
 
 
 # --------------------------------------------------------------------------------------------
@@ -267,7 +309,7 @@ class MESAState(NamedTuple):
     Attributes:
       count: int32 updates taken.
       ema: EMA ``v`` of the parameters (float32, float64 for float64 leaves).
-      lam: float32 λ. tau: float32 τ.
+      lam: λ. tau: τ (float32; float64 under ``jax_enable_x64``).
       start_epoch: int32 gate start (exclusive). end_epoch: int32 gate end (exclusive).
     """
 
@@ -331,8 +373,8 @@ def mesa(
         return MESAState(
             jnp.zeros([], jnp.int32),
             T.to_compute(params),
-            jnp.asarray(lam, jnp.float32),
-            jnp.asarray(tau, jnp.float32),
+            _hp(lam),
+            _hp(tau),
             jnp.asarray(start_epoch, jnp.int32),
             jnp.asarray(_NO_END if end_epoch is None else end_epoch, jnp.int32),
         )
@@ -340,6 +382,8 @@ def mesa(
     def update_fn(updates: Any, state: MESAState, params: Any = None, **extra: Any) -> tuple[Any, MESAState]:
         del extra
         T.require_params(params, "mesa")
+        if after_update:
+            T.require_position("mesa", "last")
         new = jax.tree.map(lambda w, u: w + u, params, updates) if after_update else params
         ema = jax.tree.map(
             lambda v, w: jnp.asarray(decay, v.dtype) * v + jnp.asarray(1.0 - decay, v.dtype) * w.astype(v.dtype),
@@ -348,7 +392,7 @@ def mesa(
         )
         return updates, state._replace(
             count=optax.safe_int32_increment(state.count), ema=ema,
-            lam=jnp.asarray(lam, jnp.float32), tau=jnp.asarray(tau, jnp.float32),
+            lam=jnp.asarray(lam, state.lam.dtype), tau=jnp.asarray(tau, state.tau.dtype),
         )
 
     return optax.GradientTransformationExtraArgs(init_fn, update_fn)
@@ -367,7 +411,9 @@ def find_mesa_state(opt_state: Any) -> MESAState:
 
 
 def mesa_params(opt_state: Any) -> Any:
-    """The EMA parameters ``v`` (float32) kept by :func:`mesa`, for the teacher forward pass.
+    """The EMA parameters ``v`` kept by :func:`mesa`, for the teacher forward pass.
+
+    Float32, float64 for float64 parameters.
 
     Example:
       >>> import jax.numpy as jnp, optax
@@ -390,7 +436,8 @@ def mesa_targets(opt_state: Any, ema_logits: ArrayLike, epoch: ArrayLike) -> Tra
       ((2, 3), 5.0)
     """
     st = find_mesa_state(opt_state)
-    z = jax.lax.stop_gradient(jnp.asarray(ema_logits)).astype(jnp.float32)
+    z = jax.lax.stop_gradient(jnp.asarray(ema_logits))
+    z = z.astype(T.cdtype(z))  # float32, float64 for float64 logits
     on = _gate(jnp.asarray(epoch, jnp.int32), st.start_epoch, st.end_epoch)
-    w = jnp.broadcast_to(jnp.where(on, st.lam, 0.0), z.shape[:-1]).astype(jnp.float32)
+    w = jnp.broadcast_to(jnp.where(on, st.lam, 0.0), z.shape[:-1]).astype(z.dtype)
     return TrajectoryTargets(z, w, st.tau)

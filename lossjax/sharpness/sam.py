@@ -49,7 +49,10 @@ class SAMState(NamedTuple):
       ascent_norm: float32 ``‖T ⊙ d‖`` of the last step over the perturbed leaves (``d`` = the
         incoming ascent gradient, ``T`` = ASAM's ``|w| + η`` or 1); equals ``‖d‖`` for plain
         SAM and AACE-SAM (AACE-R's logged ``grad_norm``). Averaged over ``axis_name`` if set.
-      perturbation_norm: float32 ``‖ε‖`` of the last step (AACE-R's logged perturbation).
+      perturbation_norm: float32 ``‖w_adv − w‖`` of the last step: the perturbation actually
+        applied, after ``w + ε`` is rounded to the parameter dtype (equals ``‖ε‖`` up to float32
+        rounding for float32 parameters; AACE-R's logged perturbation). With bf16 parameters it
+        can be far below ρ (steps under half a bf16 ulp of ``w`` are rounded away).
     """
 
     count: jax.Array
@@ -71,7 +74,9 @@ def asam_default_mask(params: Any) -> Any:
     ASAM-R applies ``T_w = |w| + η`` to parameters whose PyTorch name contains ``"weight"``
     (conv/linear kernels, embeddings and normalisation scales) and ``T = 1`` to biases. For a
     pytree this returns ``False`` for leaves whose last path key contains ``"bias"`` and
-    ``True`` for every other leaf (Flax ``kernel``, ``scale``, ``embedding``, ...).
+    ``True`` for every other leaf (Flax ``kernel``, ``scale``, ``embedding``, ...). A trailing
+    ``value`` key (an ``nnx.State`` straight from ``nnx.split``: ``.../bias/value``) is skipped, so
+    linen dicts and NNX states get the same mask.
 
     Example:
         >>> import jax.numpy as jnp
@@ -80,11 +85,10 @@ def asam_default_mask(params: Any) -> Any:
     """
 
     def leaf(path: Any, _: Any) -> bool:
-        if not path:
-            return True
-        key = path[-1]
-        name = getattr(key, "key", getattr(key, "name", getattr(key, "idx", "")))
-        return "bias" not in str(name).lower()
+        names = [str(getattr(k, "key", getattr(k, "name", getattr(k, "idx", "")))) for k in path]
+        if names and names[-1] == "value":
+            names = names[:-1]
+        return not names or "bias" not in names[-1].lower()
 
     return jax.tree_util.tree_map_with_path(leaf, params)
 
@@ -92,11 +96,10 @@ def asam_default_mask(params: Any) -> Any:
 def _validate(rho: Any, normalize: bool, direction: str, eta: Any, norm_eps: Any) -> None:
     from lossjax.losses import _core
 
-    if not callable(rho):
-        _core.require_nonnegative(rho, "rho")
+    T.require_radius(rho, "rho")
     _core.require_option(direction, _DIRECTIONS, "direction")
-    _core.require_nonnegative(eta, "eta")
-    _core.require_nonnegative(norm_eps, "norm_eps")
+    T.require_radius(eta, "eta")
+    T.require_radius(norm_eps, "norm_eps")
     if not isinstance(normalize, (bool, jnp.bool_)):
         raise TypeError(f"`normalize` must be a bool, got {normalize!r}.")
 
@@ -110,12 +113,13 @@ def sam_gradient(
     normalize: bool = True,
     direction: str = "ascent",
     adaptive: bool = False,
-    eta: float = 0.01,
+    eta: float = 0.0,
     adaptive_mask: T.MaskLike = None,
     perturb_mask: T.MaskLike = None,
     norm_eps: float = 1e-12,
     axis_name: str | None = None,
     sync_ascent: bool = False,
+    name: str = "sam_gradient",
 ) -> SAMOutput:
     r"""One SAM gradient, functionally (the body of :func:`sam`, without optimizer state).
 
@@ -128,7 +132,10 @@ def sam_gradient(
     (SAM/ASAM), ``−`` for ``'descent'`` (AACE-SAM: step *down* the AACE loss). Leaves where
     ``perturb_mask`` is False get ``ε = 0`` and are left out of ``n`` (SAM-ON). Norms and ``ε``
     are computed in float32 (float64 for float64 leaves); ``w_adv`` is cast back to each leaf's
-    dtype. A zero gradient gives ``ε = 0`` (never NaN; optax PR #1743).
+    dtype and ``perturbation_norm`` is the norm of the perturbation actually applied,
+    ``‖w_adv − w‖`` after that cast (with bf16 parameters it can be far below ρ: a step smaller
+    than half a bf16 ulp of ``w`` is rounded away). A zero gradient gives ``ε = 0`` (never NaN;
+    optax PR #1743).
 
     With ``axis_name`` (inside ``jax.shard_map``/``jax.vmap`` with that axis name) ``d`` is the
     *local* gradient and the perturbation is per replica/group (m-sharpness, Foret et al. §4.1)
@@ -143,16 +150,21 @@ def sam_gradient(
       normalize: divide by ``n`` (SAM/ASAM) or not (AACE-R's default ``use_grad_norm=False``).
       direction: ``'ascent'`` or ``'descent'``.
       adaptive: use ``T = |w| + eta`` on the leaves selected by ``adaptive_mask``.
-      eta: ASAM's η.
+      eta: ASAM's η (0: davda54/sam's and the official GSAM code's ``|w|``).
       adaptive_mask: bool / pytree of bools / callable ``params -> pytree``; default all leaves.
       perturb_mask: leaves to perturb (same forms); default all leaves.
       norm_eps: added to ``n`` in the denominator.
       axis_name: mapped axis name for per-replica perturbations, or None.
       sync_ascent: ``pmean`` the ascent gradient over ``axis_name`` before perturbing.
+      name: the public name used in error messages.
 
     Returns:
       :class:`SAMOutput` ``(grads, ascent_norm, perturbation_norm)``; ``grads`` has the dtypes
       of ``updates``.
+
+    Raises:
+      TypeError: ``updates`` or ``grad_fn(p)`` is not a pytree shaped like ``params`` (e.g. a
+        loss function or ``jax.value_and_grad(loss)`` passed as ``grad_fn``).
 
     Example:
         >>> import jax, jax.numpy as jnp
@@ -163,6 +175,15 @@ def sam_gradient(
         [1.00995, 10.995037]
     """
     _validate(rho, normalize, direction, eta, norm_eps)
+    T.check_like_params(updates, params, name, "updates")
+    if axis_name is not None and any(T.is_varying(w, axis_name) for w in jax.tree.leaves(params)):
+        raise ValueError(
+            f"lossjax.{name}(axis_name={axis_name!r}): `params` vary over {axis_name!r} inside "
+            "shard_map (e.g. FSDP shards), so the norms and ε would be those of this device's "
+            "slice only. Pass the replicated parameters (per_replica() is for the ascent "
+            "gradient only); for FSDP-sharded parameters gather them first and call "
+            "sam_gradient without axis_name (see lossjax.sharpness.per_replica)."
+        )
     d = T.to_compute(updates)
     if axis_name is not None and sync_ascent:
         d = T.pmean_tree(d, axis_name)
@@ -194,8 +215,11 @@ def sam_gradient(
     )
     w_adv = T.match_varying(w_adv, updates, axis_name)  # keep grad_fn per replica under shard_map
     g_adv = grad_fn(w_adv)
+    T.check_like_params(g_adv, params, name, "grad_fn")
     g_adv = T.pmean_tree(g_adv, axis_name)
-    pnorm = T.norm(eps)
+    # the perturbation actually applied (after rounding w + ε to the parameter dtype)
+    applied = jax.tree.map(lambda a, w, e: a.astype(e.dtype) - w.astype(e.dtype), w_adv, params, eps)
+    pnorm = T.norm(applied)
     n, pnorm = T.f32(n), T.f32(pnorm)
     if axis_name is not None:
         n, pnorm = jax.lax.pmean((n, pnorm), axis_name)
@@ -228,6 +252,7 @@ def _sam_transform(
         del extra
         T.require_grad_fn(grad_fn, name)
         T.require_params(params, name)
+        T.require_position(name, "first")
         rho_t = T.schedule_value(rho, state.count)
         out = sam_gradient(
             updates,
@@ -243,6 +268,7 @@ def _sam_transform(
             norm_eps=norm_eps,
             axis_name=axis_name,
             sync_ascent=sync_ascent,
+            name=name,
         )
         new_state = SAMState(optax.safe_int32_increment(state.count), out.ascent_norm, out.perturbation_norm)
         return out.grads, new_state
@@ -256,7 +282,7 @@ def sam(
     normalize: bool = True,
     direction: str = "ascent",
     adaptive: bool = False,
-    eta: float = 0.01,
+    eta: float = 0.0,
     adaptive_mask: T.MaskLike = None,
     perturb_mask: T.MaskLike = None,
     norm_eps: float = 1e-12,
@@ -273,6 +299,10 @@ def sam(
     ``grad_fn(w + ε)`` once and returns the SAM gradient; put the base optimizer after it.
     Two forward/backward passes per step in total (yours for ``updates`` + ``grad_fn``).
 
+    Ordering rule: the SAM transform comes **first** in the chain and the optimizer last. A
+    transformation before it, ``optax.MultiSteps`` around it, or a ``grad_fn`` that does not
+    return a gradient pytree shaped like ``params`` raise an error at the first ``update``.
+
     Weight decay placed after SAM (``optax.add_decayed_weights``) is evaluated at ``w`` and not
     part of ε (PyTorch ``SGD(weight_decay=...)`` semantics of the davda54/ASAM/AACE codes); to
     reproduce google-research/sam put ``0.5·wd·‖w‖²`` into both losses instead. Clipping after
@@ -284,9 +314,10 @@ def sam(
         paper's default (CIFAR-10; 0.1 for CIFAR-100).
       normalize: divide by ``‖T g‖`` (True for SAM); False gives ``ε = ρ T² g``.
       direction: ``'ascent'`` (``w + ε``) or ``'descent'`` (``w − ε``, AACE-SAM).
-      adaptive: ASAM-style ``T = |w| + eta`` on ``adaptive_mask`` leaves (default all leaves,
-        as davda54/sam's ``adaptive=True`` with ``eta=0``).
-      eta: ASAM's η.
+      adaptive: ASAM-style ``T = |w| + eta`` on ``adaptive_mask`` leaves; with the defaults
+        (all leaves, ``eta=0``) this is davda54/sam's ``adaptive=True`` (``T = |w|``, biases
+        included). For the official SamsungLabs/ASAM rule use :func:`asam`.
+      eta: ASAM's η (default 0, as davda54/sam; SamsungLabs/ASAM's class default is 0.01).
       adaptive_mask: which leaves are adaptive: bool, pytree of bools, or callable.
       perturb_mask: which leaves are perturbed (SAM-ON, Mueller et al. 2023: only the
         normalisation layers); the norm is taken over those leaves only.

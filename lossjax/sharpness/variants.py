@@ -10,6 +10,8 @@ perturb_mask=mask)`` with a mask selecting the normalisation-layer parameters.
 
 from __future__ import annotations
 
+import functools
+import inspect
 from collections.abc import Callable
 from typing import Any, NamedTuple
 
@@ -74,7 +76,7 @@ class MSAMState(NamedTuple):
     Attributes:
       count: int32 steps taken (the argument of a learning-rate schedule).
       momentum: the SGD momentum buffer ``v`` (pytree like params).
-      rho: float32 radius ρ (read by :func:`msam_params`).
+      rho: radius ρ (read by :func:`msam_params`); float32, float64 for float64 parameters.
     """
 
     count: jax.Array
@@ -112,7 +114,8 @@ def gsam_rho_schedule(
     .. math:: ρ_t = ρ_{min} + (ρ_{max} − ρ_{min})\,\frac{lr_t − lr_{min}}{lr_{max} − lr_{min}}
 
     Returns a schedule ``count -> ρ`` for :func:`gsam`'s ``rho`` (``ρ_max`` if
-    ``lr_max == lr_min``).
+    ``lr_max == lr_min``), in the dtype of the learning rate (at least float32; a float64
+    schedule under ``jax_enable_x64`` gives a float64 ρ).
 
     Example:
         >>> import optax
@@ -121,13 +124,14 @@ def gsam_rho_schedule(
         >>> round(float(s(5)), 4)
         0.35
     """
-    _core.require_nonnegative(rho_max, "rho_max")
-    _core.require_nonnegative(rho_min, "rho_min")
+    T.require_radius(rho_max, "rho_max")
+    T.require_radius(rho_min, "rho_min")
 
     def schedule(count: jax.Array) -> jax.Array:
-        lr = jnp.asarray(learning_rate(count), jnp.float32)
+        lr = jnp.asarray(learning_rate(count))
+        lr = lr.astype(jnp.promote_types(lr.dtype, jnp.float32))  # float64 stays float64
         if lr_max == lr_min:
-            return jnp.asarray(rho_max, jnp.float32)
+            return jnp.asarray(rho_max, lr.dtype)
         return rho_min + (rho_max - rho_min) * (lr - lr_min) / (lr_max - lr_min)
 
     return schedule
@@ -135,10 +139,10 @@ def gsam_rho_schedule(
 
 def gsam(
     rho: optax.ScalarOrSchedule = 0.05,
-    alpha: float = 0.6,
     *,
+    alpha: float = 0.6,
     adaptive: bool = False,
-    eta: float = 0.01,
+    eta: float = 0.0,
     adaptive_mask: T.MaskLike = None,
     perturb_mask: T.MaskLike = None,
     norm_eps: float = 1e-12,
@@ -155,7 +159,10 @@ def gsam(
     loss). Inner products are global over the pytree. ``α = 0`` and a constant ρ give SAM.
     Use :func:`gsam_rho_schedule` for the paper's LR-coupled radius. Default ``α = 0.6`` is the
     big_vision ViT config; with ``axis_name`` the decomposition uses the ``pmean``-ed clean and
-    SAM gradients (perturbation per replica).
+    SAM gradients (perturbation per replica). ``adaptive=True`` perturbs by
+    ``ε = ρ T²g/‖Tg‖`` with ``T = |w| + eta``; the default ``eta = 0`` is the official
+    juntang-zhuang/GSAM code (``|w|``, no offset). ``alpha`` is keyword-only. Same ordering
+    rule and calling convention as :func:`lossjax.sharpness.sam` (first in the chain).
 
     Example:
         >>> import jax, jax.numpy as jnp
@@ -165,7 +172,9 @@ def gsam(
         >>> [round(float(v), 5) for v in g]
         [0.96957, 10.99875]
     """
-    _core.require_nonnegative(alpha, "alpha")
+    T.require_radius(rho, "rho")
+    T.require_radius(alpha, "alpha")
+    T.require_radius(eta, "eta")
 
     def init_fn(params: Any) -> SAMState:
         del params
@@ -177,10 +186,11 @@ def gsam(
         del extra
         T.require_grad_fn(grad_fn, "gsam")
         T.require_params(params, "gsam")
+        T.require_position("gsam", "first")
         out = sam_gradient(
             updates, params, grad_fn, rho=T.schedule_value(rho, state.count), adaptive=adaptive, eta=eta,
             adaptive_mask=adaptive_mask, perturb_mask=perturb_mask, norm_eps=norm_eps,
-            axis_name=axis_name, sync_ascent=sync_ascent,
+            axis_name=axis_name, sync_ascent=sync_ascent, name="gsam",
         )
         g = T.pmean_tree(T.to_compute(updates), axis_name)
         ga = T.to_compute(out.grads)
@@ -232,11 +242,12 @@ def friendly_sam(
         >>> [round(float(v), 6) for v in g]   # first step = SAM
         [1.00995, 10.995037]
     """
-    _core.require_nonnegative(sigma, "sigma")
+    T.require_radius(rho, "rho")
+    T.require_radius(sigma, "sigma")
     _core.require_range(lmbda, "lmbda", 0.0, 1.0)
 
     def init_fn(params: Any) -> FriendlySAMState:
-        m = jax.tree.map(lambda p: jnp.zeros(jnp.shape(p), T.cdtype(p)), params)
+        m = jax.tree.map(lambda p: jnp.zeros_like(p, dtype=T.cdtype(p)), params)
         return FriendlySAMState(*_zeros_state(), m)
 
     def update_fn(
@@ -245,18 +256,23 @@ def friendly_sam(
         del extra
         T.require_grad_fn(grad_fn, "friendly_sam")
         T.require_params(params, "friendly_sam")
+        T.require_position("friendly_sam", "first")
+        T.check_like_params(updates, params, "friendly_sam", "updates")
         g = T.to_compute(updates)
         g_sync = T.pmean_tree(g, axis_name)
         first = state.count == 0
         d = jax.tree.map(lambda gi, mi: jnp.where(first, gi, gi - jnp.asarray(sigma, gi.dtype) * mi), g, state.momentum)
         m_new = jax.tree.map(
-            lambda gi, mi: jnp.where(first, gi, jnp.asarray(lmbda, gi.dtype) * mi + jnp.asarray(1 - lmbda, gi.dtype) * gi),
+            lambda gi, mi: jnp.where(
+                first, gi, jnp.asarray(lmbda, gi.dtype) * mi + jnp.asarray(1 - lmbda, gi.dtype) * gi
+            ),
             g_sync,
             state.momentum,
         )
         out = sam_gradient(
             d, params, grad_fn, rho=T.schedule_value(rho, state.count), adaptive=adaptive, eta=eta,
             adaptive_mask=adaptive_mask, perturb_mask=perturb_mask, norm_eps=norm_eps, axis_name=axis_name,
+            name="friendly_sam",
         )
         st = FriendlySAMState(
             optax.safe_int32_increment(state.count), out.ascent_norm, out.perturbation_norm,
@@ -299,10 +315,11 @@ def looksam(
     """
     if not isinstance(k, int) or k < 1:
         raise ValueError(f"`k` must be a positive int, got {k!r}.")
-    _core.require_nonnegative(alpha, "alpha")
+    T.require_radius(rho, "rho")
+    T.require_radius(alpha, "alpha")
 
     def init_fn(params: Any) -> LookSAMState:
-        v = jax.tree.map(lambda p: jnp.zeros(jnp.shape(p), T.cdtype(p)), params)
+        v = jax.tree.map(lambda p: jnp.zeros_like(p, dtype=T.cdtype(p)), params)
         return LookSAMState(*_zeros_state(), v)
 
     def update_fn(
@@ -311,13 +328,17 @@ def looksam(
         del extra
         T.require_grad_fn(grad_fn, "looksam")
         T.require_params(params, "looksam")
+        T.require_position("looksam", "first")
+        T.check_like_params(updates, params, "looksam", "updates")
         g_local = T.to_compute(updates)
         g = T.pmean_tree(g_local, axis_name)
         gn = T.norm(g)
         rho_t = T.schedule_value(rho, state.count)
 
         def sam_step(_: Any) -> tuple[Any, Any, jax.Array, jax.Array]:
-            out = sam_gradient(g_local, params, grad_fn, rho=rho_t, norm_eps=norm_eps, axis_name=axis_name)
+            out = sam_gradient(
+                g_local, params, grad_fn, rho=rho_t, norm_eps=norm_eps, axis_name=axis_name, name="looksam"
+            )
             ga = T.to_compute(out.grads)
             c = T.safe_div(T.vdot(ga, g), jnp.square(gn))
             gv = jax.tree.map(lambda a, b: a - c * b, ga, g)
@@ -352,8 +373,8 @@ def _msam_perturbed(params: Any, momentum: Any, rho: Any, norm_eps: float) -> An
 
 
 def msam(
-    learning_rate: optax.ScalarOrSchedule,
-    *,
+    *args: Any,
+    learning_rate: optax.ScalarOrSchedule | None = None,
     rho: float = 0.3,
     momentum: float = 0.9,
     weight_decay: float = 0.0,
@@ -367,46 +388,83 @@ def msam(
         v ← μ v + d,\quad w ← w − η\, v
 
     This is a complete optimizer (like ``optax.sgd``), with canonical un-shifted parameters.
-    Train step::
+    All arguments are keyword-only (``msam(0.05)`` is refused: for :func:`lossjax.sam` and the
+    other SAM transforms the first positional argument is ρ, here it would be the learning
+    rate). Because its output is the parameter update it must be the **last** member of a
+    chain (gradient transforms such as clipping may come before it), and it refuses a
+    ``grad_fn`` extra argument (it takes no second pass: the gradient it gets must be taken at
+    :func:`msam_params`). Train step::
 
-        tx = lossjax.sharpness.msam(0.1, rho=3.0, momentum=0.9, weight_decay=5e-4)
+        tx = lossjax.sharpness.msam(learning_rate=0.1, rho=3.0, momentum=0.9, weight_decay=5e-4)
         grads = jax.grad(loss)(msam_params(opt_state, params))   # gradient at w̃
         updates, opt_state = tx.update(grads, opt_state, params)
 
     The official code stores ``w̃`` as the live weights and applies weight decay at ``w̃``
     (reproduced here); evaluate the model at ``params`` (its ``move_back_from_momentumAscent``).
     README recipe: ρ = 3 (vs 0.2 for SAM). ``rho = 0`` is ``optax.sgd(lr, momentum)`` exactly.
+    ρ and the momentum buffer are float64 for float64 parameters.
 
     Example:
         >>> import jax, jax.numpy as jnp
         >>> f = lambda w: 0.5 * jnp.sum(w ** 2)
-        >>> tx = msam(0.1, rho=0.0); w = jnp.array([1.0, -2.0]); s = tx.init(w)
+        >>> tx = msam(learning_rate=0.1, rho=0.0); w = jnp.array([1.0, -2.0]); s = tx.init(w)
         >>> u, s = tx.update(jax.grad(f)(msam_params(s, w)), s, w)
         >>> [float(v) for v in u]
         [-0.10000000149011612, 0.20000000298023224]
     """
-    _core.require_nonnegative(rho, "rho")
+    if args:
+        raise TypeError(
+            f"lossjax.msam takes keyword arguments only, got positional {args!r}: write "
+            "msam(learning_rate=..., rho=..., momentum=...). (The first positional argument of "
+            "lossjax.sam/asam/gsam/looksam is rho, not a learning rate.)"
+        )
+    if learning_rate is None:
+        raise TypeError("lossjax.msam needs `learning_rate=` (it is a complete optimizer, like optax.sgd).")
+    if not callable(learning_rate):
+        T.require_radius(learning_rate, "learning_rate")
+    T.require_radius(rho, "rho")
     _core.require_range(momentum, "momentum", 0.0, 1.0)
-    _core.require_nonnegative(weight_decay, "weight_decay")
+    T.require_radius(weight_decay, "weight_decay")
 
     def init_fn(params: Any) -> MSAMState:
-        v = jax.tree.map(lambda p: jnp.zeros(jnp.shape(p), jnp.result_type(p)), params)
-        return MSAMState(jnp.zeros([], jnp.int32), v, jnp.asarray(rho, jnp.float32))
+        v = jax.tree.map(lambda p: jnp.zeros_like(p), params)
+        dts = [T.cdtype(p) for p in jax.tree.leaves(params)] or [jnp.float32]
+        rho_dt = functools.reduce(jnp.promote_types, dts)  # float64 if any leaf is float64
+        return MSAMState(jnp.zeros([], jnp.int32), v, jnp.asarray(rho, rho_dt))
 
     def update_fn(updates: Any, state: MSAMState, params: Any = None, **extra: Any) -> tuple[Any, MSAMState]:
+        T.require_position("msam", "last")
+        if extra.get("grad_fn") is not None:
+            raise ValueError(
+                "lossjax.msam got a `grad_fn`, which it would ignore: Momentum-SAM takes one pass, "
+                "the gradient at msam_params(opt_state, params) passed as `updates`. Do not chain "
+                "it with lossjax.sam & co. and drop `grad_fn=`."
+            )
         del extra
+        if params is not None:
+            T.check_like_params(updates, params, "msam", "updates")
         if not (isinstance(weight_decay, (int, float)) and weight_decay == 0):
             T.require_params(params, "msam")
             w_t = _msam_perturbed(params, state.momentum, state.rho, norm_eps)
-            updates = jax.tree.map(lambda g, w: g + jnp.asarray(weight_decay, g.dtype) * w.astype(g.dtype), updates, w_t)
+            wd = weight_decay
+            updates = jax.tree.map(lambda g, w: g + jnp.asarray(wd, g.dtype) * w.astype(g.dtype), updates, w_t)
         v = jax.tree.map(
-            lambda g, t: (g + jnp.asarray(momentum, g.dtype) * t.astype(g.dtype)).astype(t.dtype), updates, state.momentum
+            lambda g, t: (g + jnp.asarray(momentum, g.dtype) * t.astype(g.dtype)).astype(t.dtype),
+            updates,
+            state.momentum,
         )
         lr = T.schedule_value(learning_rate, state.count)
         out = jax.tree.map(lambda t, g: (jnp.asarray(-lr, t.dtype) * t).astype(g.dtype), v, updates)
-        return out, MSAMState(optax.safe_int32_increment(state.count), v, jnp.asarray(rho, jnp.float32))
+        return out, MSAMState(optax.safe_int32_increment(state.count), v, jnp.asarray(rho, state.rho.dtype))
 
     return optax.GradientTransformationExtraArgs(init_fn, update_fn)
+
+
+# the public signature is keyword-only (``*args`` only exists to refuse positionals loudly);
+# optax.inject_hyperparams binds arguments against this signature
+msam.__signature__ = inspect.signature(msam).replace(  # type: ignore[attr-defined]
+    parameters=[p for p in inspect.signature(msam).parameters.values() if p.kind is not p.VAR_POSITIONAL]
+)
 
 
 def msam_params(opt_state: Any, params: Any, *, norm_eps: float = 1e-12) -> Any:
@@ -418,7 +476,8 @@ def msam_params(opt_state: Any, params: Any, *, norm_eps: float = 1e-12) -> Any:
     Example:
       >>> import jax.numpy as jnp
       >>> params = {"w": jnp.ones(2)}
-      >>> [float(v) for v in msam_params(msam(0.1).init(params), params)["w"]]   # zero momentum: w̃ = w
+      >>> tx = msam(learning_rate=0.1)
+      >>> [float(v) for v in msam_params(tx.init(params), params)["w"]]   # zero momentum: w̃ = w
       [1.0, 1.0]
     """
     st = T.find_state(opt_state, MSAMState, "msam")

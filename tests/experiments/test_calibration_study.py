@@ -58,8 +58,22 @@ def test_smoke_study_writes_report_and_resumes(tmp_path):
     # temperature scaling cannot change the argmax: accuracy is unchanged
     assert sc["ts_nll"]["test"]["accuracy"] == sc["none"]["test"]["accuracy"]
     assert "TS (CA loss)" in (out / "calibration.md").read_text()
+    assert "### Verdicts" in (out / "calibration.md").read_text()
     # a rerun skips the finished seed and reproduces its numbers
     done = json.loads((tmp_path / "runs" / "calib_s0" / "results.json").read_text())
     s2 = cal.run_study(exp, cfg, str(tmp_path / "runs"), None, ds=full)
     assert s2["scores"]["ts_ca"]["test"]["ece"] == s["scores"]["ts_ca"]["test"]["ece"]
     assert done["seed"] == 0
+
+
+def test_verdicts_are_computed_from_the_numbers():
+    ece = lambda *v: {"ece": list(v)}  # noqa: E731
+    sc = {"ts_nll": {"test": ece(1.0, 1.2, 1.1), "test_noisy": ece(5.0, 6.0, 5.5)},
+          "ts_ca": {"test": ece(3.0, 3.3, 3.1), "test_noisy": ece(5.1, 5.9, 5.4)}}
+    v = cal.verdicts({"scores": sc})
+    # clean: CA worse by +2.03 pp on every seed; shifted: no significant difference -> did not hold
+    assert "TS (CA loss) vs TS (NLL)" in v and "+2.03 ± 0.06 pp (worse)" in v
+    assert "(no significant difference)" in v and "→ **did not hold**" in v
+    sc["ts_ca"]["test"] = ece(0.5, 0.6, 0.55)
+    sc["ts_ca"]["test_noisy"] = ece(4.0, 5.0, 4.5)
+    assert "→ **held**" in cal.verdicts({"scores": sc})

@@ -8,6 +8,7 @@ import pytest
 
 from experiments.common.config import ExperimentConfig, parse_config, split_overrides
 
+
 @pytest.fixture(autouse=True)
 def _clear_gin():
     gin.clear_config()

@@ -187,3 +187,40 @@ def test_augmentation_semantics_and_determinism():
     assert sorted(idx.tolist()) == list(range(16))
     ev = list(aug.eval_batches(x[:10], y[:10], 4))
     assert len(ev) == 3 and ev[-1].mask.tolist() == [1, 1, 0, 0] and ev[-1].idx.tolist() == [8, 9, -1, -1]
+
+
+def test_process_rows_concatenate_to_the_whole_batch():
+    """Each process builds only its rows of a batch; the pieces of all processes, in order,
+    equal the batch built whole (so a run is the same on any number of processes)."""
+    rng = np.random.default_rng(0)
+    x = rng.integers(1, 256, size=(40, 8, 8, 1)).astype(np.uint8)
+    y = np.arange(40, dtype=np.int32)
+    cfg = aug.AugmentConfig(crop_pad=2, flip=True, cutout=3, cutout_p=0.5)
+    whole = aug.train_batch(x, y, batch_size=12, seed=3, epoch=1, step=2, augment=cfg)
+    for n_proc in (2, 3, 4):
+        k = 12 // n_proc
+        parts = [aug.train_batch(x, y, batch_size=12, seed=3, epoch=1, step=2, augment=cfg,
+                                 rows=slice(p * k, (p + 1) * k)) for p in range(n_proc)]
+        for field in ("x", "y", "idx", "mask"):
+            np.testing.assert_array_equal(np.concatenate([getattr(b, field) for b in parts]), getattr(whole, field))
+    ev_whole = list(aug.eval_batches(x[:10], y[:10], 4))
+    ev_parts = [list(aug.eval_batches(x[:10], y[:10], 4, rows=slice(2 * p, 2 * p + 2))) for p in range(2)]
+    for i, b in enumerate(ev_whole):
+        np.testing.assert_array_equal(np.concatenate([ev_parts[0][i].x, ev_parts[1][i].x]), b.x)
+        np.testing.assert_array_equal(np.concatenate([ev_parts[0][i].mask, ev_parts[1][i].mask]), b.mask)
+    with pytest.raises(ValueError, match="rows"):
+        aug.augment_batch(x[:3], cfg, np.random.default_rng(0), rows=slice(0, 4), total=12)
+
+
+def test_local_rows_and_single_process_defaults():
+    import jax
+    from jax.sharding import NamedSharding, PartitionSpec
+
+    from experiments.common import distributed as D
+
+    mesh = jax.make_mesh((1,), ("data",), axis_types=(jax.sharding.AxisType.Auto,))
+    assert D.local_rows(NamedSharding(mesh, PartitionSpec("data")), 8) == slice(0, 8)
+    assert D.initialize() is False  # nothing set: one process, jax.distributed untouched
+    assert D.any_process(True, NamedSharding(mesh, PartitionSpec("data"))) is True
+    with pytest.raises(ValueError, match="together"):
+        D.initialize("127.0.0.1:1")  # an address without a process count / id

@@ -9,10 +9,12 @@ import jax
 import numpy as np
 import pytest
 
+from experiments.common.checkpoint import CheckpointStore, read_checkpoint_meta
 from experiments.common.config import DataConfig, ExperimentConfig, OptimConfig, TrainConfig
 from experiments.common.data import synthetic_dataset
 from experiments.common.models import ModelConfig
-from experiments.common.train import Trainer
+from experiments.common.train import ResumeRefused, Trainer
+
 
 @pytest.fixture(autouse=True)
 def _clear_gin():
@@ -43,7 +45,7 @@ def test_smoke_each_optimizer(tmp_path, name):
     assert res["train_step_compiles"] == 1  # 4 steps over 2 epochs, one compilation
     assert tr.eval_step._cache_size() == 1
     recs = [json.loads(line) for line in open(tmp_path / "metrics.jsonl")]
-    assert [r["epoch"] for r in recs] == [0, 1]
+    assert [r["epoch"] for r in recs] == [1, 2]  # the console's numbering
     for r in recs:
         for k in ("train_loss", "test_loss", "test_accuracy", "ascent_norm", "perturbation_norm", "lr"):
             assert np.isfinite(r[k]), (k, r)
@@ -55,8 +57,11 @@ def test_smoke_each_optimizer(tmp_path, name):
         assert recs[0]["perturbation_norm"] == pytest.approx(0.05 * recs[0]["ascent_norm"], rel=1e-4)
     p1 = jax.device_get(tr.state.params)
     assert any(not np.allclose(a, b) for a, b in zip(jax.tree.leaves(p0), jax.tree.leaves(p1)))
-    for f in ("results.json", "config.json", "env.json", "cmdline.txt", "config.gin", "checkpoint.msgpack"):
+    for f in ("results.json", "config.json", "env.json", "cmdline.txt", "config.gin", "checkpoints", "tb"):
         assert (tmp_path / f).exists(), f
+    store = CheckpointStore(str(tmp_path))
+    assert store.latest_step() == 4 and set(store.all_steps()) <= {2, 4}  # keep 2 (+ best among them)
+    store.close()
     if name == "saf":  # the buffer holds epoch-1 logits of every training example
         from lossjax.sharpness import find_saf_state
 
@@ -88,9 +93,9 @@ def test_resume_equals_uninterrupted(tmp_path, name):
     res_full = full.run()
     wd = str(tmp_path / "cut")
     hook = dataclasses.replace(cfg, train=dataclasses.replace(cfg.train, interrupt_after_steps=3))
-    with pytest.raises(KeyboardInterrupt):
-        Trainer(hook, wd, dataset=DS).run()  # stops mid-epoch 1 (2 steps per epoch)
-    meta = json.load(open(os.path.join(wd, "checkpoint.json")))
+    with pytest.raises(KeyboardInterrupt):  # stops mid-epoch 2 (2 steps per epoch); async save
+        Trainer(hook, wd, dataset=DS, async_checkpoint=True).run()
+    meta = read_checkpoint_meta(wd)
     assert (meta["epoch"], meta["step_in_epoch"]) == (1, 1)
     with pytest.raises(KeyboardInterrupt):  # a second interruption, after the resume, at an epoch end
         Trainer(dataclasses.replace(cfg, train=dataclasses.replace(cfg.train, interrupt_after_steps=1)), wd,
@@ -103,7 +108,7 @@ def test_resume_equals_uninterrupted(tmp_path, name):
     drop = ("images_per_s", "epoch_time_s", "wall_time_s")
     ra = [{k: v for k, v in json.loads(x).items() if k not in drop} for x in open(tmp_path / "full" / "metrics.jsonl")]
     rb = [{k: v for k, v in json.loads(x).items() if k not in drop} for x in open(os.path.join(wd, "metrics.jsonl"))]
-    assert [r["epoch"] for r in rb] == [0, 1]  # no duplicated epochs
+    assert [r["epoch"] for r in rb] == [1, 2]  # no duplicated epochs
     # Same states bit for bit (above); epoch sums may differ in the last float32 bit because a
     # resumed epoch adds its partial sums in a different order.
     assert [sorted(r) for r in ra] == [sorted(r) for r in rb]
@@ -113,9 +118,13 @@ def test_resume_equals_uninterrupted(tmp_path, name):
 
 
 def test_resume_refuses_other_config(tmp_path):
-    Trainer(_cfg("sgd"), str(tmp_path), dataset=DS).run()
-    with pytest.raises(ValueError, match="optim.name"):
-        Trainer(_cfg("sam"), str(tmp_path), dataset=DS).run()
+    Trainer(_cfg("sgd"), str(tmp_path), dataset=DS).run(argv=["first", "command"])
+    side = ("config.gin", "config.json", "cmdline.txt", "env.json", "metrics.jsonl", "results.json")
+    before = {f: (tmp_path / f).read_bytes() for f in side}
+    with pytest.raises(ResumeRefused, match="optim.name"):
+        Trainer(_cfg("sam"), str(tmp_path), dataset=DS).run(argv=["refused", "command"])
+    assert {f: (tmp_path / f).read_bytes() for f in side} == before  # the run's record is untouched
+    assert (tmp_path / "cmdline.txt").read_text() == "first command\n"
 
 
 def test_cli_digits_and_errors(tmp_path, capsys):
@@ -136,3 +145,38 @@ def test_cli_digits_and_errors(tmp_path, capsys):
     err = capsys.readouterr().err
     assert "cifar-10-batches-py" in err and "Nothing is downloaded" in err
     assert main(["--config", "configs/digits/sgd.gin", "--config.optim.name=adamw"]) == 2
+
+
+def test_tensorboard_and_console_lines(tmp_path, capsys):
+    """TensorBoard events hold the metrics.jsonl values at the same (1-based) epochs; one console
+    line per epoch with progress=False; no tqdm bar when stderr is not a terminal."""
+    from tensorboard.backend.event_processing.event_accumulator import EventAccumulator
+
+    Trainer(_cfg("sgd"), str(tmp_path), dataset=DS).run()
+    err = capsys.readouterr().err
+    lines = [x for x in err.splitlines() if x.startswith("epoch ")]
+    assert [x.split()[1] for x in lines] == ["1/2", "2/2"], err
+    assert "\r" not in err and "it/s" not in err
+    recs = [json.loads(x) for x in open(tmp_path / "metrics.jsonl")]
+    acc = EventAccumulator(str(tmp_path / "tb"))
+    acc.Reload()
+    tags = set(acc.Tags()["scalars"])
+    assert {"train/loss", "train/accuracy", "test/loss", "test/accuracy", "train/lr"} <= tags
+    for key, tag in (("train_loss", "train/loss"), ("test_accuracy", "test/accuracy"), ("lr", "train/lr")):
+        ev = acc.Scalars(tag)
+        assert [e.step for e in ev] == [1, 2]
+        np.testing.assert_allclose([e.value for e in ev], [r[key] for r in recs], rtol=1e-6)
+
+
+def test_one_step_epochs_print_no_zero_throughput(tmp_path, capsys):
+    """An epoch of one step has no timed step: images_per_s is null and the console says '-'
+    (not 'img/s 0'); progress=True off a terminal shows no bar but still the epoch lines."""
+    cfg = _cfg("sgd")
+    cfg = dataclasses.replace(cfg, train=dataclasses.replace(cfg.train, progress=True))
+    Trainer(cfg, str(tmp_path), dataset=DS.subset(16, None)).run()
+    err = capsys.readouterr().err
+    lines = [x for x in err.splitlines() if x.startswith("epoch ")]
+    assert len(lines) == 2 and all("img/s -" in x for x in lines), err
+    assert "\r" not in err
+    recs = [json.loads(x) for x in open(tmp_path / "metrics.jsonl")]
+    assert [r["images_per_s"] for r in recs] == [None, None]

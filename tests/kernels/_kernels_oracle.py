@@ -54,3 +54,20 @@ def make_data(n, d, v, *, seed=0, ignore_frac=0.2, scale=1.0):
     t[rng.random(n) < ignore_frac] = -100
     b = (rng.standard_normal(v) * 0.5).astype(np.float32)
     return e, c, t, b
+
+
+KNOBS = ("block_n", "block_v", "block_d", "v_splits", "bwd_chunk", "num_warps", "num_stages", "fwd_loop",
+         "bwd_impl", "interpret", "num_cores", "filter_block")
+
+
+def split_knobs(impl, kw):
+    """Move tuning knobs out of ``kw`` into the backend's ``config=`` (block_v is shared by both)."""
+    from lossjax.kernels import ChunkedConfig, PallasConfig
+
+    opts = {k: v for k, v in kw.items() if k not in KNOBS}
+    knobs = {k: v for k, v in kw.items() if k in KNOBS}
+    if impl == "pallas":
+        opts["config"] = PallasConfig(**knobs)
+    elif impl in ("chunked", "auto"):
+        opts["config"] = ChunkedConfig(**{k: v for k, v in knobs.items() if k in ("block_v", "filter_block")})
+    return opts

@@ -1,10 +1,12 @@
-"""Spec §10.6-10.7: compiled temp memory (``memory_analysis().temp_size_in_bytes``) of each path."""
+"""docs/design/kernels.md §5 checks 6-7: compiled temp memory
+(``memory_analysis().temp_size_in_bytes``) of each path."""
 
 from __future__ import annotations
 
 import jax
 import jax.numpy as jnp
 import pytest
+from _kernels_oracle import split_knobs
 
 from lossjax.kernels import linear_cross_entropy
 
@@ -26,12 +28,13 @@ def _sds(n, d, v, dtype=jnp.float32):
 
 
 def _fwd(impl, **kw):
-    return lambda e, c, t: linear_cross_entropy(e, c, t, impl=impl, **kw)
+    return lambda e, c, t: linear_cross_entropy(e, c, t, impl=impl, **split_knobs(impl, kw))
 
 
 def _fwd_bwd(impl, **kw):
     return lambda e, c, t: jax.value_and_grad(
-        lambda e, c: linear_cross_entropy(e, c, t, impl=impl, **kw).astype(jnp.float32), argnums=(0, 1))(e, c)
+        lambda e, c: linear_cross_entropy(e, c, t, impl=impl, **split_knobs(impl, kw)).astype(jnp.float32),
+        argnums=(0, 1))(e, c)
 
 
 def test_chunked_temp_is_flat_in_v_and_bounded():
@@ -45,7 +48,7 @@ def test_chunked_temp_is_flat_in_v_and_bounded():
     b32k = _temp(_fwd_bwd("chunked", block_v=bv), *_sds(n, d, 32768))
     assert b8 == b32k
     assert b8 <= bound + n * d * 4  # + the f32 dE accumulator
-    # bf16 inputs: the spec allows f32 copies of the gradients (dE, dC); XLA:CPU also upcasts the bf16
+    # bf16 inputs: the design allows f32 copies of the gradients (dE, dC); XLA:CPU also upcasts the bf16
     # operands of its dots (an f32 copy of E), so allow n*d*4 more. No N*V term: the growth from V=8192 to
     # V=32768 is at most the f32 dC-sized term.
     bb = _temp(_fwd_bwd("chunked", block_v=bv), *_sds(n, d, 32768, jnp.bfloat16))

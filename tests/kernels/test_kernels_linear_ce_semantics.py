@@ -1,5 +1,5 @@
-"""Spec §10.3 (ignore_index, shift), §10.4 (lse, z-loss), §10.5 (label smoothing vs optax),
-§10.8 (filtering), §10.11 (autodiff plumbing) and argument validation."""
+"""Checks 3 (ignore_index, shift), 4 (lse, z-loss), 5 (label smoothing vs optax), 8 (filtering) and
+11 (autodiff plumbing) of docs/design/kernels.md §5, and argument validation."""
 
 from __future__ import annotations
 
@@ -8,16 +8,16 @@ import jax.numpy as jnp
 import numpy as np
 import optax
 import pytest
-from _kernels_oracle import make_data, ref_linear_ce, rel
+from _kernels_oracle import make_data, ref_linear_ce, rel, split_knobs
 
-from lossjax.kernels import linear_cross_entropy, resolve_filter_eps
+from lossjax.kernels import ChunkedConfig, PallasConfig, linear_cross_entropy, resolve_filter_eps
 
 E, C, T, B = make_data(48, 32, 700, seed=5)
 
 
 def _vg(impl, t, **kw):
     def f(e, c):
-        return linear_cross_entropy(e, c, t, impl=impl, **kw).astype(jnp.float32)
+        return linear_cross_entropy(e, c, t, impl=impl, **split_knobs(impl, kw)).astype(jnp.float32)
     return jax.jit(jax.value_and_grad(f, argnums=(0, 1)))
 
 
@@ -76,7 +76,7 @@ def test_return_lse_and_z_loss(impl):
     valid = jnp.asarray(T != -100)
 
     def user_zloss(e, c):  # loss + w * mean_valid(lse^2) through the differentiable lse output
-        loss, lse = linear_cross_entropy(e, c, T, impl=impl, return_lse=True, **kw)
+        loss, lse = linear_cross_entropy(e, c, T, impl=impl, return_lse=True, **split_knobs(impl, kw))
         return loss + w * jnp.sum(jnp.where(valid, lse ** 2, 0.0)) / jnp.sum(valid), lse
 
     (_, lse), g_user = jax.jit(jax.value_and_grad(user_zloss, argnums=(0, 1), has_aux=True))(E, C)
@@ -87,7 +87,8 @@ def test_return_lse_and_z_loss(impl):
     assert rel(lse, lse64) <= 1e-6
     grads = [g_user]
     if impl == "chunked":  # the built-in z_loss argument and the naive path give the same gradients
-        grads.append(jax.jit(jax.grad(lambda e, c: linear_cross_entropy(e, c, T, impl=impl, z_loss=w, **kw),
+        grads.append(jax.jit(jax.grad(lambda e, c: linear_cross_entropy(e, c, T, impl=impl, z_loss=w,
+                                                                        **split_knobs(impl, kw)),
                                       argnums=(0, 1)))(E, C))
         grads.append(jax.jit(jax.grad(lambda e, c: linear_cross_entropy(e, c, T, impl="naive", z_loss=w,
                                                                         softcap=5.0), argnums=(0, 1)))(E, C))
@@ -102,7 +103,7 @@ def test_label_smoothing_matches_optax(impl):
     v = C.shape[0]
 
     def ours(e, c):
-        return linear_cross_entropy(e, c, t, impl=impl, label_smoothing=a, block_v=256)
+        return linear_cross_entropy(e, c, t, impl=impl, label_smoothing=a, **split_knobs(impl, dict(block_v=256)))
 
     def ref(e, c):
         logits = jnp.dot(e, c.T, precision=jax.lax.Precision.HIGHEST)
@@ -147,7 +148,7 @@ def test_filtering(impl):
 def test_autodiff_plumbing(impl):
     e = E.reshape(2, 24, 32)
     t = T.reshape(2, 24)
-    kw = dict(block_v=256)
+    kw = split_knobs(impl, dict(block_v=256))
     loss64, _, de64, dc64, _ = ref_linear_ce(E, C, T)
     ck = jax.jit(jax.value_and_grad(jax.checkpoint(lambda e, c: linear_cross_entropy(e, c, t, impl=impl, **kw)),
                                     argnums=(0, 1)))
@@ -191,20 +192,24 @@ def test_validation_errors_name_the_argument():
     with pytest.raises(TypeError, match="classifier dtype"):
         linear_cross_entropy(e, c.astype(jnp.bfloat16), t)
     with pytest.raises(ValueError, match="fwd_loop"):
-        linear_cross_entropy(e, c, t, impl="pallas", fwd_loop="unrolled")
+        PallasConfig(fwd_loop="unrolled")
     with pytest.raises(ValueError, match="bwd_impl"):
-        linear_cross_entropy(e, c, t, impl="pallas", bwd_impl="cuda")
-    for name in ("block_n", "block_v", "block_d"):
+        PallasConfig(bwd_impl="cuda")
+    for name in ("block_n", "block_v", "block_d", "bwd_chunk"):
         with pytest.raises(ValueError, match=name):
-            linear_cross_entropy(e, c, t, impl="pallas", **{name: 48})
+            PallasConfig(**{name: 48})
+    with pytest.raises(ValueError, match="block_v"):
+        ChunkedConfig(block_v=0)
+    with pytest.raises(TypeError, match="config"):
+        linear_cross_entropy(e, c, t, impl="pallas", config=ChunkedConfig())
+    with pytest.raises(TypeError, match="config"):
+        linear_cross_entropy(e, c, t, impl="naive", config=ChunkedConfig())
+    with pytest.raises(ValueError, match="vocab_axis"):  # no mesh with that axis
+        linear_cross_entropy(e, c, t, vocab_axis="model")
+    with pytest.raises(ValueError, match="vocab_axis"):
+        linear_cross_entropy(e, c, t, impl="pallas", vocab_axis="model")
 
 
-def test_triton_impl_is_import_guarded():
-    try:
-        import jax_triton  # noqa: F401
-    except Exception:
-        with pytest.raises(ImportError, match="jax-triton"):
-            linear_cross_entropy(E, C, T, impl="triton")
-    else:  # pragma: no cover
-        with pytest.raises(NotImplementedError):
-            linear_cross_entropy(E, C, T, impl="triton")
+def test_triton_impl_was_removed_with_a_pointer_to_pallas():
+    with pytest.raises(ValueError, match="impl='pallas'"):
+        linear_cross_entropy(E, C, T, impl="triton")

@@ -1,4 +1,5 @@
-"""Spec §10.1 (values and gradients, f32, awkward shapes) and §10.2 (bf16) against a float64 oracle."""
+"""Checks 1 (values and gradients, f32, awkward shapes) and 2 (bf16) of docs/design/kernels.md §5,
+against a float64 oracle."""
 
 from __future__ import annotations
 
@@ -6,14 +7,14 @@ import jax
 import jax.numpy as jnp
 import numpy as np
 import pytest
-from _kernels_oracle import make_data, ref_linear_ce, rel
+from _kernels_oracle import make_data, ref_linear_ce, rel, split_knobs
 
 from lossjax.kernels import linear_cross_entropy
 
 
 def _run(impl, e, c, t, *, bias=None, cot=None, **kw):
     def f(e, c, b):
-        out = linear_cross_entropy(e, c, t, bias=b, impl=impl, **kw)
+        out = linear_cross_entropy(e, c, t, bias=b, impl=impl, **split_knobs(impl, kw))
         if kw.get("reduction") == "none":
             return jnp.sum(out.astype(jnp.float32) * cot), out
         return out.astype(jnp.float32), out
@@ -80,7 +81,8 @@ def test_flat_forward_loop_and_xla_backward_match_oracle(n, d, v, bn, bv, bd, sp
     outs = {}
     for loop in ("flat", "nested"):
         def f(e, c, b, loop=loop):
-            loss, lse = linear_cross_entropy(e, c, t, bias=b, impl="pallas", fwd_loop=loop, **kw)
+            opts = split_knobs("pallas", dict(kw, fwd_loop=loop))
+            loss, lse = linear_cross_entropy(e, c, t, bias=b, impl="pallas", **opts)
             return loss.astype(jnp.float32), lse
 
         argnums = (0, 1, 2) if use_bias else (0, 1)
@@ -113,7 +115,7 @@ def test_bf16_inputs(impl):
     kw = dict(block_v=256, block_n=32) if impl == "pallas" else dict(block_v=256)
 
     def f(e, c):
-        loss, lse = linear_cross_entropy(e, c, t, impl=impl, return_lse=True, **kw)
+        loss, lse = linear_cross_entropy(e, c, t, impl=impl, return_lse=True, **split_knobs(impl, kw))
         return loss.astype(jnp.float32), (loss, lse)
 
     (_, (loss, lse)), (de, dc) = jax.jit(jax.value_and_grad(f, argnums=(0, 1), has_aux=True))(e16, c16)

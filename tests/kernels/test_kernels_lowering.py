@@ -1,4 +1,5 @@
-"""Spec §10.10: the GPU kernels lower for CUDA (Pallas-Triton) on a CPU-only host via an abstract H100.
+"""docs/design/kernels.md §5 check 10: the GPU kernels lower for CUDA (Pallas-Triton) on a CPU-only host
+via an abstract H100.
 
 Only the Triton IR lowering runs here (PTX compilation needs a GPU). Skipped when the installed jax lacks
 the abstract-device API.
@@ -10,7 +11,7 @@ import jax
 import jax.numpy as jnp
 import pytest
 
-from lossjax.kernels import linear_cross_entropy, two_pass_log_softmax, two_pass_softmax
+from lossjax.kernels import PallasConfig, linear_cross_entropy, two_pass_log_softmax, two_pass_softmax
 
 
 def _abstract_h100_mesh():
@@ -38,8 +39,9 @@ def test_linear_ce_kernels_lower_to_triton(fwd_loop, bwd_impl):
 
     def f(e, c, t):
         return jax.value_and_grad(lambda e, c: linear_cross_entropy(
-            e, c, t, impl="pallas", interpret=False, softcap=30.0, label_smoothing=0.1, filter_eps="auto",
-            fwd_loop=fwd_loop, bwd_impl=bwd_impl, bias=jnp.zeros((5000,), jnp.bfloat16),
+            e, c, t, impl="pallas", softcap=30.0, label_smoothing=0.1, filter_eps="auto",
+            config=PallasConfig(interpret=False, fwd_loop=fwd_loop, bwd_impl=bwd_impl),
+            bias=jnp.zeros((5000,), jnp.bfloat16),
         ).astype(jnp.float32), argnums=(0, 1))(e, c)
 
     text = _lower(f, e, c, t)
@@ -52,7 +54,7 @@ def test_softmax_kernels_lower_to_triton():
     x = jax.ShapeDtypeStruct((100, 4099), jnp.float32)
     for fn in (two_pass_softmax, two_pass_log_softmax):
         for state in ("online", "extexp"):
-            text = _lower(lambda x: fn(x, impl="pallas", state=state, interpret=False), x)
+            text = _lower(lambda x, fn=fn, state=state: fn(x, impl="pallas", algorithm=state, interpret=False), x)
             assert "lossjax_softmax_pass1" in text and "lossjax_softmax_pass2" in text
 
 
@@ -61,8 +63,8 @@ def test_non_power_of_two_blocks_rejected_before_lowering():
     c = jnp.zeros((256, 64))
     t = jnp.zeros((64,), jnp.int32)
     with pytest.raises(ValueError, match="block_n must be a power of two"):
-        linear_cross_entropy(e, c, t, impl="pallas", interpret=False, block_n=48)
+        linear_cross_entropy(e, c, t, impl="pallas", config=PallasConfig(interpret=False, block_n=48))
     with pytest.raises(ValueError, match="block_v must be a power of two"):
-        linear_cross_entropy(e, c, t, impl="pallas", interpret=False, block_v=96)
+        linear_cross_entropy(e, c, t, impl="pallas", config=PallasConfig(interpret=False, block_v=96))
     with pytest.raises(ValueError, match="block_cols must be a power of two"):
         two_pass_softmax(e, impl="pallas", interpret=False, block_cols=100)

@@ -1,4 +1,5 @@
-"""Spec §10.9: two-pass softmax (both states, pure JAX and Pallas interpret) on edge-case rows."""
+"""docs/design/kernels.md §5 check 9: two-pass softmax (both states, pure JAX and Pallas interpret) on
+edge-case rows."""
 
 from __future__ import annotations
 
@@ -18,7 +19,8 @@ from lossjax.kernels import (
 )
 
 LENGTHS = (1, 127, 128, 1000, 4099)
-LARGE_OFFSET_ROWS = ("off1e5", "offm1e5")  # extexp without FMA is exact only for |x| < ~2.2e4 (spec §7.5)
+# extexp without FMA is exact only for |x| < ~2.2e4 (docs/design/kernels.md §3)
+LARGE_OFFSET_ROWS = ("off1e5", "offm1e5")
 
 
 def _rows(length: int, rng) -> dict[str, np.ndarray]:
@@ -31,11 +33,19 @@ def _rows(length: int, rng) -> dict[str, np.ndarray]:
         "spread1e-30": rng.standard_normal(length) * 1e-30,
         "all_neginf": np.full(length, -np.inf),
     }
-    x = np.zeros(length); x[length // 2] = 1e30; r["onehot1e30"] = x
+    x = np.zeros(length)
+    x[length // 2] = 1e30
+    r["onehot1e30"] = x
     r["pm3e38"] = np.where(rng.random(length) < 0.5, 3e38, -3e38)
-    x = rng.standard_normal(length); x[rng.random(length) < 0.5] = -np.inf; r["half_neginf"] = x
-    x = np.full(length, -np.inf); x[0] = 2.0; r["one_finite"] = x
-    x = rng.standard_normal(length); x[length // 3] = np.inf; r["pos_inf"] = x
+    x = rng.standard_normal(length)
+    x[rng.random(length) < 0.5] = -np.inf
+    r["half_neginf"] = x
+    x = np.full(length, -np.inf)
+    x[0] = 2.0
+    r["one_finite"] = x
+    x = rng.standard_normal(length)
+    x[length // 3] = np.inf
+    r["pos_inf"] = x
     return {k: v.astype(np.float32) for k, v in r.items()}
 
 
@@ -63,7 +73,7 @@ def test_softmax_edge_rows(edge_rows, state, impl):
     # Pallas interpret mode compiles slowly: the tail cases 1 (single column), 127 (< block) and
     # 4099 (clamped last tile) cover its code paths; the pure-JAX path runs every length.
     lengths = LENGTHS if impl == "jax" else (1, 127, 4099)
-    fn = jax.jit(lambda x: two_pass_softmax(x, state=state, impl=impl, block_rows=4, block_cols=256))
+    fn = jax.jit(lambda x: two_pass_softmax(x, algorithm=state, impl=impl, block_rows=4, block_cols=256))
     for length in lengths:
         names, x = edge_rows[length]
         y = np.asarray(fn(jnp.asarray(x)))
@@ -89,7 +99,7 @@ def test_log_softmax(state, impl):
     x[1, ::3] = -np.inf
     x[2] += 1e3
     x[3, 0] = 1e30
-    got = np.asarray(jax.jit(lambda x: two_pass_log_softmax(x, state=state, impl=impl, block_rows=2,
+    got = np.asarray(jax.jit(lambda x: two_pass_log_softmax(x, algorithm=state, impl=impl, block_rows=2,
                                                               block_cols=256))(jnp.asarray(x)))
     xd = x.astype(np.float64)
     m = xd.max(1, keepdims=True)
@@ -109,8 +119,8 @@ def test_bf16_axis_and_grad():
     xf = jnp.asarray(rng.standard_normal((4, 37)), jnp.float32)
     w = jnp.asarray(rng.standard_normal((4, 37)), jnp.float32)
     for fn, ref_fn in ((two_pass_softmax, jax.nn.softmax), (two_pass_log_softmax, jax.nn.log_softmax)):
-        g = jax.grad(lambda x: jnp.sum(w * fn(x, impl="jax")))(xf)
-        g_ref = jax.grad(lambda x: jnp.sum(w * ref_fn(x)))(xf)
+        g = jax.grad(lambda x, fn=fn: jnp.sum(w * fn(x, impl="jax")))(xf)
+        g_ref = jax.grad(lambda x, ref_fn=ref_fn: jnp.sum(w * ref_fn(x)))(xf)
         np.testing.assert_allclose(np.asarray(g), np.asarray(g_ref), rtol=1e-5, atol=1e-6)
 
 
@@ -141,8 +151,8 @@ def test_softmax_validation():
         two_pass_softmax(x, block_cols=48)
     with pytest.raises(ValueError, match="block_rows"):
         two_pass_softmax(x, block_rows=3)
-    with pytest.raises(ValueError, match="state"):
-        two_pass_softmax(x, state="max")
+    with pytest.raises(ValueError, match="algorithm"):
+        two_pass_softmax(x, algorithm="max")
     with pytest.raises(ValueError, match="impl"):
         two_pass_log_softmax(x, impl="cuda")
     with pytest.raises(ValueError, match="axis"):

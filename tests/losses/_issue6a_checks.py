@@ -8,7 +8,6 @@ differences run under x64 with :func:`jax.test_util.check_grads`.
 
 from __future__ import annotations
 
-
 import jax
 import jax.numpy as jnp
 import numpy as np

@@ -1,4 +1,4 @@
-"""AACE loss: sam_family.md §7 checks 5-7, gradients, jit/vmap, bf16, extremes, masks."""
+"""AACE loss: docs/design/sam_family.md §5 checks 5-7, gradients, jit/vmap, bf16, extremes, masks."""
 
 import jax
 import jax.numpy as jnp
@@ -67,7 +67,8 @@ def test_official_parity_th_positive():
     np.testing.assert_allclose(jax.grad(lambda q: _aace(q, y, th=0.5))(z), 1.5 * jax.nn.softmax(z) - t, atol=1e-6)
     # renormalize: non-target mass scaled by 1 − t_y → Σt = 1, gradient p − t'
     t2 = t.at[1:].multiply(0.5)
-    np.testing.assert_allclose(jax.grad(lambda q: _aace(q, y, th=0.5, renormalize=True))(z), jax.nn.softmax(z) - t2, atol=1e-6)
+    np.testing.assert_allclose(jax.grad(lambda q: _aace(q, y, th=0.5, renormalize=True))(z), jax.nn.softmax(z) - t2,
+                               atol=1e-6)
 
 
 def test_const_and_rand_modes():
@@ -75,7 +76,8 @@ def test_const_and_rand_modes():
     y = jnp.array([1])
     # const: uniform 1/(C−1) off-label → gradient p − t
     t = jnp.array([1 / 3, 0.0, 1 / 3, 1 / 3])
-    np.testing.assert_allclose(jax.grad(lambda q: aace_loss(q, y, mode="const").sum())(z)[0], jax.nn.softmax(z[0]) - t, atol=1e-6)
+    np.testing.assert_allclose(jax.grad(lambda q: aace_loss(q, y, mode="const").sum())(z)[0], jax.nn.softmax(z[0]) - t,
+                               atol=1e-6)
     k = jax.random.key(0)
     a = aace_loss(z, y, mode="rand", key=k)
     np.testing.assert_array_equal(a, aace_loss(z, y, mode="rand", key=k))
@@ -92,7 +94,8 @@ def test_grad_check_float64():
         y = jnp.array([2, 0])
         # 'const' with th = 0 has a constant target: finite differences of the loss itself apply
         check_grads(jax.jit(lambda q: aace_loss(q, y, mode="const")), (z,), order=1, modes=["rev"])
-        # 'ada': the stop-gradient gradient equals the full gradient of −log(1 − p_y) (spec §2.1)
+        # 'ada': the stop-gradient gradient equals the full gradient of −log(1 − p_y)
+        # (docs/design/sam_family.md §2)
         g = jax.jit(jax.grad(lambda q: aace_loss(q, y).sum()))(z)
         ref = jax.grad(lambda q: -jnp.sum(jnp.log1p(-jnp.take_along_axis(jax.nn.softmax(q), y[:, None], 1))))(z)
         np.testing.assert_allclose(g, ref, rtol=1e-10)
@@ -118,7 +121,8 @@ def test_jit_vmap_bf16_extremes_masks():
     # per-class mask: masked class excluded from softmax and target
     cm = jnp.array([[True, True, False]])
     zz = jnp.array([[0.5, -0.5, 7.0]])
-    np.testing.assert_allclose(aace_loss(zz, jnp.array([0]), where=cm), -jnp.log1p(-jax.nn.softmax(zz[0, :2])[0]), rtol=1e-6)
+    np.testing.assert_allclose(aace_loss(zz, jnp.array([0]), where=cm), -jnp.log1p(-jax.nn.softmax(zz[0, :2])[0]),
+                               rtol=1e-6)
     # only the label class valid: no non-target mass → 0, no NaN
     only = aace_loss(zz, jnp.array([0]), where=jnp.array([[True, False, False]]))
     assert float(only[0]) == 0.0

@@ -1,5 +1,5 @@
-"""Tests of CA calibration, DCO, self-adjusting Dice/Tversky, AnyLoss and EnsLoss;
-spec losses_classification.md §8–§12."""
+"""Tests of CA calibration, DCO, self-adjusting Dice/Tversky, AnyLoss and EnsLoss (papers cited in
+each function's docstring)."""
 
 import functools
 
@@ -8,11 +8,11 @@ import jax.numpy as jnp
 import numpy as np
 import optax
 import pytest
+from _partb_checks import X34, Y3, run_battery
 from hypothesis import given, settings
 from hypothesis import strategies as st
 from hypothesis.extra import numpy as hnp
 
-from _partb_checks import X34, Y3, run_battery
 from lossjax.losses.anyloss import ANYLOSS_METRICS, anyloss, anyloss_loss
 from lossjax.losses.calibration import correctness_aware_loss
 from lossjax.losses.coverage import dco_gradient_factor, dco_loss, dco_loss_from_log_prob
@@ -136,7 +136,7 @@ def test_dco_properties_gradient_factorisation_and_log_prob_form():
     with jax.enable_x64(True):
         x64 = jnp.asarray(x, jnp.float64)
         for n in (3, 16):
-            g_dco = jax.grad(lambda z: DCO(z, y, n=n).sum())(x64)
+            g_dco = jax.grad(lambda z, n=n: DCO(z, y, n=n).sum())(x64)
             g_ce = jax.grad(lambda z: CE(z, y).sum())(x64)
             np.testing.assert_allclose(g_dco, DCOF(x64, y, n=n)[:, None] * g_ce, rtol=1e-9,
                                        atol=1e-15)
@@ -238,7 +238,7 @@ def test_dice_tversky_multiclass_against_optax_and_masks():
     keep = np.array([1, 0, 1, 1, 0, 1], bool)
     for fn in (SAD, TVK):
         np.testing.assert_allclose(fn(x, y, where=keep), fn(x[keep], y[keep]), rtol=1e-6)
-        val, g = jax.value_and_grad(lambda z: fn(z, y, where=np.zeros(6, bool)))(jnp.asarray(x))
+        val, g = jax.value_and_grad(lambda z, fn=fn: fn(z, y, where=np.zeros(6, bool)))(jnp.asarray(x))
         assert float(val) == 0.0 and np.all(g == 0.0)
     # numpy oracle of the multi-class self-adjusting set-level form
     p = np.asarray(jax.nn.softmax(x.astype(np.float64)))
@@ -330,7 +330,7 @@ def test_anyloss_gradient_jit_vmap_bf16_extreme_and_errors():
     y = np.array([1, 0, 0, 1, 1, 0], np.int32)
     with jax.enable_x64(True):
         for m in ANYLOSS_METRICS:
-            jax.test_util.check_grads(lambda z: ANY(z, y, amplify=5.0, metric=m),
+            jax.test_util.check_grads(lambda z, m=m: ANY(z, y, amplify=5.0, metric=m),
                                       (jnp.asarray(x, jnp.float64),), order=1, modes=["rev"])
     np.testing.assert_allclose(anyloss(x, y, amplify=10.0), ANY(x, y, amplify=10.0), rtol=1e-6)
     vm = jax.jit(jax.vmap(lambda a, b: anyloss(a, b, amplify=10.0)))(np.stack([x, -x]),

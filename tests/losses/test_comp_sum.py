@@ -2,6 +2,7 @@
 
 import functools
 
+import _parta_checks as H
 import jax
 import jax.numpy as jnp
 import numpy as np
@@ -11,7 +12,6 @@ from hypothesis import given, settings
 from hypothesis import strategies as st
 from hypothesis.extra import numpy as hnp
 
-import _parta_checks as H
 from lossjax.losses import comp_sum as CS
 
 P = functools.partial
@@ -120,7 +120,7 @@ def test_hyperparameter_errors():
 
 
 # ------------------------------------------------------------------------------------------
-# comp-sum identities (spec §2, §14.1-2)
+# comp-sum identities (Mao, Mohri & Zhong, ICML 2023)
 # ------------------------------------------------------------------------------------------
 
 
@@ -169,7 +169,7 @@ def test_monotone_in_tau_and_mae_symmetry():
         assert np.all(a >= b - 1e-6)
     np.testing.assert_allclose(H.symmetric_sum(P(CS.comp_sum_loss, tau=2.0)), 3.0, rtol=1e-6)
     np.testing.assert_allclose(H.symmetric_sum(P(CS.mae_loss, scale=2.0)), 6.0, rtol=1e-6)
-    # not symmetric for τ < 2 (spec: x=[0.3,−2,5,0] gives Σ_y ℓ_1 = 16.766)
+    # not symmetric for τ < 2 (float64 reference: x=[0.3,−2,5,0] gives Σ_y ℓ_1 = 16.766)
     x = np.array([[0.3, -2.0, 5.0, 0.0]], np.float32)
     np.testing.assert_allclose(H.symmetric_sum(CS.comp_sum_loss, x), 16.766, atol=1e-3)
 
@@ -261,7 +261,7 @@ def test_exact_where_naive_rounds_to_zero():
 
 
 # ------------------------------------------------------------------------------------------
-# smooth adversarial comp-sum (spec §2)
+# smooth adversarial comp-sum (Mao, Mohri & Zhong, ICML 2023, Sec. 6)
 # ------------------------------------------------------------------------------------------
 
 
@@ -280,7 +280,7 @@ def test_smooth_adversarial_golden_and_properties():
     for tau in (0.5, 2.0):
         for lab in range(4):
             yy = np.full(3, lab, np.int32)
-            hbar = lambda z: z[:, [lab]] - np.delete(z, lab, axis=1)  # noqa: E731
+            hbar = lambda z, lab=lab: z[:, [lab]] - np.delete(z, lab, axis=1)  # noqa: E731
             ref = np.linalg.norm(hbar(xar) - hbar(xr), axis=1) * 0.3
             ref = ref + np.asarray(CS.comp_sum_loss(xr.astype(np.float32), yy, tau=tau))
             got = CS.smooth_adversarial_comp_sum_loss(

@@ -4,11 +4,11 @@ import jax
 import jax.numpy as jnp
 import numpy as np
 import optax
-from jax.test_util import check_grads
 import pytest
 from hypothesis import given, settings
 from hypothesis import strategies as st
 from hypothesis.extra import numpy as hnp
+from jax.test_util import check_grads
 
 from lossjax.losses import _core as C
 
@@ -124,7 +124,7 @@ def test_per_class_where_removes_classes_from_normaliser():
 
 def test_all_masked_gives_zero_and_zero_gradient():
     for w in (jnp.zeros((2,), bool), jnp.zeros((2, 3), bool)):
-        val, g = jax.value_and_grad(lambda z: C.reduce_loss(_ce(z, TV_Y, where=w), "mean"))(
+        val, g = jax.value_and_grad(lambda z, w=w: C.reduce_loss(_ce(z, TV_Y, where=w), "mean"))(
             jnp.asarray(TV_X)
         )
         assert float(val) == 0.0

@@ -1,15 +1,15 @@
-"""Tests of lossjax.losses.distillation (spec losses_other.md §1, frozen values §8)."""
+"""Tests of lossjax.losses.distillation (frozen values: docs/design/test_vectors.md §3)."""
 
 import jax
 import jax.numpy as jnp
 import numpy as np
 import optax
 import pytest
+from _issue6a_checks import J, battery, finite_value_and_grad, grad_check_x64
 from hypothesis import given, settings
 from hypothesis import strategies as st
 from hypothesis.extra import numpy as hnp
 
-from _issue6a_checks import J, battery, finite_value_and_grad, grad_check_x64
 from lossjax.losses.distillation import (
     binary_kl_loss,
     binary_kl_norm_loss,
@@ -20,7 +20,7 @@ from lossjax.losses.distillation import (
     uskd_loss,
 )
 
-# fixture F3 (spec §0.4)
+# fixture F3 (docs/design/test_vectors.md §2)
 ZS = np.array([2.0, 1.0, 0.0, -1.0])
 ZT = np.array([1.0, 3.0, 0.0, 0.0])
 # shared tiny batch
@@ -143,7 +143,7 @@ def np_binary_kl(zs, zt, T):
     return T**2 * (a * np.log(a / b) + (1 - a) * np.log((1 - a) / (1 - b))).sum(-1)
 
 
-# ------------------------------------------------------------------ frozen values (spec §8)
+# ------------------------------------------- frozen values (docs/design/test_vectors.md §3)
 
 
 def test_frozen_values_float64():
@@ -191,7 +191,8 @@ def test_numpy_oracles_float64():
             np.testing.assert_allclose(J(nkd_loss, zs, zt, Y, temperature=np.asarray(T), gamma=np.asarray(g)),
                                        np_nkd(zs, zt, Y, T, g), rtol=1e-12)
         for T, a, b in ((4.0, 1.0, 8.0), (1.0, 1.0, 0.5)):
-            np.testing.assert_allclose(J(dkd_loss, zs, zt, Y, temperature=np.asarray(T), alpha=np.asarray(a), beta=np.asarray(b)),
+            np.testing.assert_allclose(J(dkd_loss, zs, zt, Y, temperature=np.asarray(T), alpha=np.asarray(a),
+                                         beta=np.asarray(b)),
                                        np_dkd(zs, zt, Y, T, a, b), rtol=1e-10)
         for mode in ("reference", "probs", "weak_probs"):
             np.testing.assert_allclose(J(uskd_loss, zs, w, Y, rank_mode=mode),
@@ -203,7 +204,7 @@ def test_numpy_oracles_float64():
         np.testing.assert_allclose(J(uskd_loss, zs, w, soft, alpha=0.1, beta=0.1, mu=0.1),
                                    np_uskd(zs, w, soft, 0.1, 0.1, 0.1), rtol=1e-12)
         for kw in ({}, {"uniform": True}, {"top_k": 2}, {"tau": 2.0}):
-            ours = J(plackett_luce_distillation_loss, 
+            ours = J(plackett_luce_distillation_loss,
                 zs, zt, Y, weighting="uniform" if kw.get("uniform") else "teacher",
                 top_k=kw.get("top_k"), alpha_temperature=kw.get("tau", 1.0))
             np.testing.assert_allclose(ours, np_pld(zs, zt, Y, **kw), rtol=1e-12)

@@ -2,13 +2,13 @@
 
 import functools
 
+import _parta_checks as H
 import jax
 import jax.numpy as jnp
 import numpy as np
 import optax
 import pytest
 
-import _parta_checks as H
 from lossjax.losses import comp_sum as CS
 from lossjax.losses import focal as F
 
@@ -98,7 +98,8 @@ def test_focal_gradient_finite_where_naive_is_nan():
 
 
 def test_focal_matches_apl_focal_batch_mean():
-    # Active-Passive-Losses FocalLoss(gamma=2) on TV1+TV2 (spec §3.4, verified there)
+    # Active-Passive-Losses FocalLoss(gamma=2) on TV1+TV2 (golden values from the official code;
+    # inputs in docs/design/test_vectors.md §1)
     assert float(jnp.mean(F.softmax_focal_loss(H.TV_X, H.TV_Y))) == pytest.approx(2.0045, abs=6e-5)
 
 

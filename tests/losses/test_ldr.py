@@ -2,13 +2,13 @@
 
 import functools
 
+import _parta_checks as H
 import jax
 import jax.numpy as jnp
 import numpy as np
 import optax
 import pytest
 
-import _parta_checks as H
 from lossjax.losses import comp_sum as CS
 from lossjax.losses import ldr as L
 
@@ -54,7 +54,7 @@ def test_battery(name):
 
 
 def test_official_code_batch_means():
-    # ICML2023_LDR reference classes on TV1+TV2 (spec §4, verified there)
+    # ICML2023_LDR reference classes on TV1+TV2 (golden values verified against that code)
     m = lambda fn: float(jnp.mean(fn(H.TV_X, H.TV_Y)))  # noqa: E731
     assert m(P(L.ldr_kl_loss, lambda_=10.0, margin=0.1, normalize="softplus_mean")) == \
         pytest.approx(0.2170, abs=6e-5)
@@ -129,7 +129,7 @@ def test_ldr_errors():
 
 
 def _np_aldr_official(x, y, lam, lam0, alpha, c):
-    """float64 restatement of the official one-step update (spec §4), for the oracle."""
+    """float64 restatement of the official one-step update (Optimization-AI/ICML2023_LDR), for the oracle."""
     x = np.asarray(x, np.float64)
     k = x.shape[-1]
     f = x / (np.abs(x).sum(-1, keepdims=True) / k)
@@ -190,7 +190,7 @@ def test_aldr_properties():
 
 
 def test_aldr_exact_mode_reaches_the_inner_maximum():
-    # spec §4: exact max over λ on raw TV1 logits (λ0=1, α=2, c=.1) is −0.6322616 at λ*≈0.8728
+    # precomputed in float64: exact max over λ on raw TV1 logits (λ0=1, α=2, c=.1) is −0.6322616 at λ*≈0.8728
     with jax.enable_x64(True):
         x64 = jnp.asarray(H.TV_X, jnp.float64)
         loss, lam = L.aldr_kl_loss(x64, H.TV_Y, lambda_ref=1.0, alpha=2.0, margin=0.1,

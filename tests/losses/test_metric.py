@@ -1,5 +1,5 @@
-"""Tests of lossjax.losses.metric against the frozen pytorch-metric-learning values (spec
-losses_other.md §3, §8), float64 brute-force NumPy oracles, and stability/shape properties."""
+"""Tests of lossjax.losses.metric against the frozen pytorch-metric-learning values
+(docs/design/test_vectors.md §3), float64 brute-force NumPy oracles, and stability/shape properties."""
 
 import functools
 import itertools
@@ -14,7 +14,7 @@ from jax.test_util import check_grads
 
 from lossjax.losses import metric as M
 
-# Fixture F1 (spec §0.4)
+# Fixture F1 (docs/design/test_vectors.md §2)
 E = np.array(
     [[1.0, 0.2, 0.0], [0.6, 0.8, 0.1], [0.3, 1.0, 0.0], [0.9, 0.4, 0.2], [0.2, 0.3, 1.0], [0.7, 0.1, 0.6]]
 )
@@ -124,7 +124,8 @@ Y2 = np.array([0, 0, 0, 1, 1, 2, 2, 3], np.int32)
 def test_against_numpy_oracles_f64():
     with jax.enable_x64(True):
         for eps in (None, 0.1):
-            np.testing.assert_allclose(M.multi_similarity_loss(E2, Y2, epsilon=eps), _np_ms(E2, Y2, eps=eps), atol=1e-10)
+            np.testing.assert_allclose(M.multi_similarity_loss(E2, Y2, epsilon=eps), _np_ms(E2, Y2, eps=eps),
+                                       atol=1e-10)
         np.testing.assert_allclose(M.supcon_loss(E2, Y2), _np_supcon(E2, Y2), atol=1e-10)
         for mining in ("all", "semihard", "hard"):
             s, c = M.triplet_loss(E2, Y2, margin=0.3, mining=mining, return_counts=True)
@@ -364,7 +365,8 @@ def test_metrix_reduces_to_ms_for_hard_weights():
         # soft weights: direct (non-log-space) formula
         w = RNG.uniform(size=(8, 8))
         s = _unit(E2) @ _unit(E2).T
-        ref = np.log1p((w * np.exp(-2 * (s - 0.5))).sum(1)) / 2 + np.log1p(((1 - w) * np.exp(50 * (s - 0.5))).sum(1)) / 50
+        ref = (np.log1p((w * np.exp(-2 * (s - 0.5))).sum(1)) / 2
+               + np.log1p(((1 - w) * np.exp(50 * (s - 0.5))).sum(1)) / 50)
         np.testing.assert_allclose(M.metrix_multi_similarity_loss(E2, E2, w), ref, atol=1e-10)
 
 
@@ -459,5 +461,6 @@ def test_pytorch_metric_learning_oracle():
         sc = np.asarray(M.supcon_loss(E2, Y2))
         np.testing.assert_allclose(sc[sc > 0].mean(), float(losses.SupConLoss(0.1)(et, yt)), atol=1e-9)
         s, c = M.triplet_loss(E2, Y2, margin=0.3, return_counts=True)
-        np.testing.assert_allclose(float(s.sum() / c.sum()), float(losses.TripletMarginLoss(margin=0.3)(et, yt)), atol=1e-9)
+        np.testing.assert_allclose(float(s.sum() / c.sum()), float(losses.TripletMarginLoss(margin=0.3)(et, yt)),
+                                   atol=1e-9)
     del pml

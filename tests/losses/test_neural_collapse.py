@@ -1,4 +1,4 @@
-"""Tests of lossjax.losses.neural_collapse (spec losses_other.md §7.9)."""
+"""Tests of lossjax.losses.neural_collapse (Papyan, Han & Donoho, PNAS 2020: NC1-NC4)."""
 
 import jax
 import jax.numpy as jnp
@@ -33,7 +33,8 @@ def _np_nc(h, y, w, b):
     nc3 = np.sum((w / np.linalg.norm(w) - m / np.linalg.norm(m)) ** 2)
     pred = np.argmax(h @ w.T + b, 1)
     ncc = np.argmin(((h[:, None] - mu[None]) ** 2).sum(-1), 1)
-    return [nc1, norms.std() / norms.mean(), cos.std(), np.abs(cos + 1 / (C - 1)).mean(), etf, nc3, (pred != ncc).mean()]
+    return [nc1, norms.std() / norms.mean(), cos.std(), np.abs(cos + 1 / (C - 1)).mean(), etf, nc3,
+            (pred != ncc).mean()]
 
 
 def test_exact_collapse_gives_zeros_f64():

@@ -1,12 +1,12 @@
-"""Tests of lossjax.losses.preference (spec losses_other.md §4.4–4.5, frozen value §8)."""
+"""Tests of lossjax.losses.preference (DPO, SPO; frozen value: docs/design/test_vectors.md §3)."""
 
 import jax
 import jax.numpy as jnp
 import numpy as np
 import optax
 import pytest
-
 from _issue6a_checks import J, battery, grad_check_x64
+
 from lossjax.losses.preference import dpo_loss, sequence_logprob, spo_loss
 
 RNG = np.random.default_rng(2)
@@ -76,7 +76,7 @@ def test_sequence_logprob():
     # empty mask -> 0 (also averaged), zero gradient
     empty = np.zeros_like(MASK)
     for avg in (False, True):
-        v, g = jax.value_and_grad(lambda x: J(sequence_logprob, x, TOK, empty, average=avg).sum())(
+        v, g = jax.value_and_grad(lambda x, avg=avg: J(sequence_logprob, x, TOK, empty, average=avg).sum())(
             jnp.asarray(LOGITS))
         assert float(v) == 0.0 and np.all(np.asarray(g) == 0.0)
     # extreme logits: exact, finite

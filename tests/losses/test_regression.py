@@ -1,4 +1,4 @@
-"""Tests of lossjax.losses.regression (spec losses_other.md §5): HL-Gauss, two-hot, C51 projection."""
+"""Tests of lossjax.losses.regression (Farebrother et al., ICML 2024): HL-Gauss, two-hot, C51 projection."""
 
 import jax
 import jax.numpy as jnp
@@ -24,11 +24,11 @@ def _np_hl(y, lo, hi, m, sigma):
 def test_hl_gauss_frozen_and_scipy_f64():
     with jax.enable_x64(True):
         p = R.hl_gauss_probs(np.float64(4.3), v_min=0.0, v_max=10.0, num_bins=10, sigma=0.75)
-        np.testing.assert_allclose(p, HL_REF, atol=6e-7)  # spec prints 4-6 digits
+        np.testing.assert_allclose(p, HL_REF, atol=6e-7)  # reference given to 4-6 digits
         np.testing.assert_allclose(p, _np_hl(4.3, 0, 10, 10, 0.75), atol=1e-12)
         np.testing.assert_allclose(float(p.sum()), 1.0, atol=1e-12)
         np.testing.assert_allclose(float(R.bins_to_value(jnp.log(p), v_min=0.0, v_max=10.0)), 4.3000046, atol=1e-6)
-        # y at an endpoint: half-Gaussian, mean biased inward (spec: 0.690)
+        # y at an endpoint: half-Gaussian, mean biased inward (float64 reference: 0.690)
         p0 = R.hl_gauss_probs(np.float64(0.0), v_min=0.0, v_max=10.0, num_bins=10, sigma=0.75)
         np.testing.assert_allclose(float(R.bins_to_value(jnp.log(p0), v_min=0.0, v_max=10.0)), 0.690, atol=5e-4)
         # default sigma = 0.75 * bin width; vectorised targets incl. out-of-support (clipped)

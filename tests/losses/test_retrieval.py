@@ -1,15 +1,15 @@
-"""Tests of lossjax.losses.retrieval (spec losses_other.md §2, §4.1–4.2, frozen values §8)."""
+"""Tests of lossjax.losses.retrieval (DEXML, MW, PA-BCE; frozen values: docs/design/test_vectors.md §3)."""
 
 import jax
 import jax.numpy as jnp
 import numpy as np
 import optax
 import pytest
+from _issue6a_checks import J, battery, grad_check_x64
 from hypothesis import given, settings
 from hypothesis import strategies as st
 from hypothesis.extra import numpy as hnp
 
-from _issue6a_checks import J, battery, grad_check_x64
 from lossjax.losses.retrieval import (
     decoupled_softmax_loss,
     infonce_loss,
@@ -21,7 +21,7 @@ from lossjax.losses.retrieval import (
 
 S1 = np.array([3.0, 2.0, 0.5, -1.0, 0.0])
 P1 = np.array([True, True, False, False, False])
-# fixture F1/F2 embeddings (spec §0.4)
+# fixture F1/F2 embeddings (docs/design/test_vectors.md §2)
 E = np.array([[1.0, 0.2, 0.0], [0.6, 0.8, 0.1], [0.3, 1.0, 0.0], [0.9, 0.4, 0.2],
               [0.2, 0.3, 1.0], [0.7, 0.1, 0.6]])
 RNG = np.random.default_rng(1)
@@ -102,7 +102,7 @@ def test_soft_topk_threshold_solves_constraint():
 
 
 def test_ntxent_equals_pair_weighted_decoupled_softmax():
-    """optax.ntxent on F2 is the decoupled softmax averaged over positive pairs (spec §0.1)."""
+    """optax.ntxent on F2 is the decoupled softmax averaged over positive pairs (optax ``ntxent``)."""
     with jax.enable_x64(True):
         e = jnp.asarray(E)
         y = jnp.array([0, 0, 0, 1, 1, 2])

@@ -1,4 +1,4 @@
-"""Tests of lossjax.losses.segmentation (spec losses_other.md §6): closed-form values, float64
+"""Tests of lossjax.losses.segmentation: closed-form values, float64
 NumPy oracles of MONAI's formulas, optax's dice_loss on logits, and metric properties."""
 
 import jax
@@ -27,8 +27,10 @@ def test_closed_form_values_f64():
         np.testing.assert_allclose(S.dice_semimetric_loss(_col(X3), _col(Y3), smooth=0.0), [0.2258064516], atol=1e-10)
         # product soft Jaccard / Dice = Tversky (1,1) / (.5,.5) on the same data
         np.testing.assert_allclose(
-            S.tversky_loss(_col(X3), _col(Y3), alpha=1.0, beta=1.0, smooth_nr=0, smooth_dr=0), [0.5581395349], atol=1e-10)
-        np.testing.assert_allclose(S.soft_dice_loss(_col(X3), _col(Y3), smooth_nr=0, smooth_dr=0), [0.3870967742], atol=1e-10)
+            S.tversky_loss(_col(X3), _col(Y3), alpha=1.0, beta=1.0, smooth_nr=0, smooth_dr=0), [0.5581395349],
+            atol=1e-10)
+        np.testing.assert_allclose(S.soft_dice_loss(_col(X3), _col(Y3), smooth_nr=0, smooth_dr=0), [0.3870967742],
+                                   atol=1e-10)
         np.testing.assert_allclose(
             S.tversky_loss(_col([0.2, 0.7, 1.0]), _col([0, 1, 0.5]), alpha=0.3, beta=0.7, smooth_nr=0, smooth_dr=0),
             [0.2592592593], atol=1e-10)
@@ -36,10 +38,12 @@ def test_closed_form_values_f64():
         logits = np.log(np.stack([X3, 1 - X3], -1))[None]
         soft = np.stack([Y3, 1 - Y3], -1)[None]
         np.testing.assert_allclose(
-            S.jaccard_metric_loss(logits, soft, smooth=0.0, from_logits=True, aggregate="dataset"), 0.3786549708, atol=1e-10)
+            S.jaccard_metric_loss(logits, soft, smooth=0.0, from_logits=True, aggregate="dataset"), 0.3786549708,
+            atol=1e-10)
         # SAUNA stable focal L1
         np.testing.assert_allclose(
-            S.stable_focal_l1_loss(np.array([[0.5, -0.5, 0.9, -0.2]]), np.array([[0.8, 0.3, 1.0, -0.6]])), [0.33], atol=1e-12)
+            S.stable_focal_l1_loss(np.array([[0.5, -0.5, 0.9, -0.2]]), np.array([[0.8, 0.3, 1.0, -0.6]])), [0.33],
+            atol=1e-12)
 
 
 RNG = np.random.default_rng(0)
@@ -99,7 +103,8 @@ def test_jml_matches_min_max_form_and_modes():
         js = 1 - (np.minimum(x, SOFT).sum((1, 2)) + 1.0) / (np.maximum(x, SOFT).sum((1, 2)) + 1.0)
         np.testing.assert_allclose(S.jaccard_metric_loss(x, SOFT), js.mean(-1), atol=1e-12)
         np.testing.assert_allclose(S.jaccard_metric_loss(x, SOFT, gamma=2.0), (js**2).mean(-1), atol=1e-12)
-        np.testing.assert_allclose(S.jaccard_metric_loss(x, SOFT, log_loss=True), (-np.log(1 - js)).mean(-1), atol=1e-12)
+        np.testing.assert_allclose(S.jaccard_metric_loss(x, SOFT, log_loss=True), (-np.log(1 - js)).mean(-1),
+                                   atol=1e-12)
         # hard binary labels: JML equals the product soft Jaccard
         np.testing.assert_allclose(
             S.jaccard_metric_loss(x, LABELS, classes="all", smooth=0.0),

@@ -1,12 +1,12 @@
-"""Tests of lossjax.losses.sequence (spec losses_other.md §7.1–7.3, §7.6)."""
+"""Tests of lossjax.losses.sequence (EISL, Cauchy-Schwarz divergence, aggregate responses, gradient penalty)."""
 
 import jax
 import jax.numpy as jnp
 import numpy as np
 import optax
 import pytest
-
 from _issue6a_checks import J, battery, grad_check_x64
+
 from lossjax.losses.sequence import (
     aggregate_response_loss,
     ce_input_gradient_penalty,

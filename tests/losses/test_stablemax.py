@@ -1,16 +1,16 @@
 """Tests of StableMax (lossjax.losses.stablemax) and the Softmax-Collapse diagnostics
-(lossjax.losses.diagnostics); spec losses_classification.md §7."""
+(lossjax.losses.diagnostics); Prieto et al., arXiv:2501.04697."""
 
 import jax
 import jax.numpy as jnp
 import numpy as np
 import optax
 import pytest
+from _partb_checks import X34, Y3, run_battery
 from hypothesis import given, settings
 from hypothesis import strategies as st
 from hypothesis.extra import numpy as hnp
 
-from _partb_checks import X34, Y3, run_battery
 from lossjax.losses.diagnostics import softmax_collapse_fraction, zero_loss_fraction
 from lossjax.losses.stablemax import (
     log_stablemax,
@@ -145,7 +145,8 @@ def test_collapse_thresholds_float32():
     assert float(ce[0]) == 0.0
     np.testing.assert_allclose(ce[1], 1.1920928e-07, rtol=1e-6)
     np.testing.assert_allclose(ZL(x, np.zeros(3, np.int32)), 2 / 3, rtol=1e-6)
-    np.testing.assert_allclose(ZL(jax.nn.one_hot(np.zeros(3, np.int32), 3) * 0 + x, jax.nn.one_hot(np.zeros(3, np.int32), 3)), 2 / 3,
+    np.testing.assert_allclose(ZL(jax.nn.one_hot(np.zeros(3, np.int32), 3) * 0 + x,
+                                  jax.nn.one_hot(np.zeros(3, np.int32), 3)), 2 / 3,
                                rtol=1e-6)
 
 

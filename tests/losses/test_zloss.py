@@ -1,4 +1,4 @@
-"""Tests of the two z-losses (lossjax.losses.zloss); spec losses_classification.md §6."""
+"""Tests of the two z-losses (lossjax.losses.zloss): de Brébisson & Vincent 2016; PaLM 2022."""
 
 
 import jax
@@ -6,11 +6,11 @@ import jax.numpy as jnp
 import numpy as np
 import optax
 import pytest
+from _partb_checks import X34, Y3, run_battery
 from hypothesis import given, settings
 from hypothesis import strategies as st
 from hypothesis.extra import numpy as hnp
 
-from _partb_checks import X34, Y3, run_battery
 from lossjax.losses.zloss import (
     cross_entropy_with_z_loss,
     logsumexp_squared_penalty,

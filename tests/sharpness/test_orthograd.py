@@ -1,4 +1,4 @@
-"""⊥Grad (losses_classification.md §7)."""
+"""⊥Grad (Prieto et al., arXiv:2501.04697)."""
 
 import jax
 import jax.numpy as jnp

@@ -13,11 +13,12 @@ from lossjax.sharpness import mesa, mesa_params, mesa_targets, saf, saf_targets
 def test_spec_values_and_gradient_through_penalty():
     z = jnp.array([2.0, -1.0, 0.5])
     ref = jnp.array([1.0, 0.0, 0.0])
-    np.testing.assert_allclose(trajectory_kl_loss(z, ref, tau=5.0), 0.34462882, rtol=1e-6)
+    # 0.34462882 is the float64 value; float32 rounding stays within 3e-6
+    np.testing.assert_allclose(trajectory_kl_loss(z, ref, tau=5.0), 0.34462882, rtol=3e-6)
     from lossjax.sharpness import TrajectoryTargets
 
     t = TrajectoryTargets(ref[None], jnp.array([0.3]), jnp.asarray(5.0))
-    np.testing.assert_allclose(t.penalty(z[None]), 0.10338865, rtol=1e-6)
+    np.testing.assert_allclose(t.penalty(z[None]), 0.10338865, rtol=3e-6)
     grad = jax.grad(lambda q: t.penalty(q[None]))(z)
     np.testing.assert_allclose(grad, [0.08639905, -0.10609394, 0.01969490], atol=1e-7)
 

@@ -1,4 +1,4 @@
-"""SAM / ASAM / AACE-SAM: acceptance checks 1-4, 8-10, 13 of sam_family.md §7."""
+"""SAM / ASAM / AACE-SAM: acceptance checks 1-4, 8-10, 13 of docs/design/sam_family.md §5."""
 
 import functools
 
@@ -67,7 +67,8 @@ def test_asam_default_mask_leaves_bias_unscaled():
     out = sam_gradient(g, params, lambda p: jax.tree.map(lambda a, b: a - b, p, params), rho=1.0,
                        adaptive=True, eta=0.0, adaptive_mask=lambda p: {"kernel": True, "bias": False})
     # T = (2, 1): Tg = (2, 1), ε = T²g/‖Tg‖ = (4, 1)/√5
-    np.testing.assert_allclose([out.grads["kernel"][0], out.grads["bias"][0]], np.array([4.0, 1.0]) / np.sqrt(5), rtol=1e-6)
+    got = [out.grads["kernel"][0], out.grads["bias"][0]]
+    np.testing.assert_allclose(got, np.array([4.0, 1.0]) / np.sqrt(5), rtol=1e-6)
     tx = asam(1.0, eta=0.0)
     g2, _ = tx.update(g, tx.init(params), params, grad_fn=lambda p: jax.tree.map(lambda a, b: a - b, p, params))
     np.testing.assert_allclose(g2["kernel"], out.grads["kernel"], rtol=1e-6)

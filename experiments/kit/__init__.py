@@ -1,0 +1,21 @@
+"""The study kit: what every small study under ``experiments/`` shares.
+
+A study module (``experiments/<name>.py``) declares only its own parts — a frozen config dataclass
+registered with gin under the study's selector, its arms (one ``configs/<name>/<arm>.gin`` each),
+its smoke bindings, how one arm trains, and its report template — and hands them to the kit:
+
+* :mod:`experiments.kit.cli` — one command line for every study (``--config``, ``--gin_binding``,
+  ``--config.<selector>.<param>=<value>``, ``--data_dir``, ``--workdir``, ``--smoke``,
+  ``--write_report``, ``--out``, ``--no_progress``) and one gin parser with clean errors.
+* :mod:`experiments.kit.runs` — the finished-run contract (``results.json`` records the config; a
+  rerun skips a finished run and refuses a different config in the same directory).
+* :mod:`experiments.kit.stats` — the paired t-test and its verdict words.
+* :mod:`experiments.kit.report` — provenance (commit, command, date) and writing a report's
+  Markdown, JSON and figure.
+* :mod:`experiments.kit.mlp` — the one ReLU MLP of the studies.
+
+The split follows big_vision (trainer, configs and models kept apart, configs are documentation
+with the command that runs them) and levanter (configs registered under a name, not one flat config
+with a string ``kind``). The image-classification trainer itself lives in
+:mod:`experiments.common.train`; the digits data in :func:`experiments.common.data.load_digits_dataset`.
+"""
