@@ -38,7 +38,7 @@ from lossjax.kernels.linear_ce_common import LinearCEConfig, softcap_grad_factor
 from lossjax.kernels.linear_ce_config import ChunkedConfig, PallasConfig
 from lossjax.kernels.linear_ce_reference import naive_logits
 from lossjax.kernels.linear_ce_sharded import data_parallel_rows, input_mesh, is_explicit, vocab_parallel_rows
-from lossjax.kernels.linear_head_sharded import head_vocab_parallel_stats
+from lossjax.kernels.linear_head_sharded import fold_init, fold_tile, head_vocab_parallel_stats
 
 __all__ = ["LinearHeadOutput", "linear_ce_head", "head_stats_chunked", "head_stats_naive"]
 
@@ -102,28 +102,12 @@ def _forward(e, c, bias, targets, hc: _HeadCfg):
     tcol = targets[:, None]
 
     def body(j, carry):
-        m, s, u, zt, best, arg = carry
         v0 = jnp.minimum(j * bv, vocab - bv)
         cols = v0 + iota
-        keep = cols >= j * bv
         _, z, _ = _tile(e, c, bias, v0, bv, hc)
-        zm = jnp.where(keep, z, -jnp.inf)
-        m_new = jnp.maximum(m, jnp.max(zm, axis=1))
-        shift = jnp.where(m_new == -jnp.inf, 0.0, m_new)
-        alpha = jnp.exp(m - shift)
-        pz = jnp.exp(zm - shift[:, None])
-        s = s * alpha + jnp.sum(pz, axis=1)
-        u = u * alpha + jnp.sum(pz * jnp.where(keep, z, 0.0), axis=1)
-        zt = zt + jnp.sum(jnp.where(jnp.logical_and(cols == tcol, keep), z, 0.0), axis=1)
-        tmax = jnp.max(zm, axis=1)
-        better = tmax > best  # strict: the earlier tile wins ties, argmax's first-index rule
-        arg = jnp.where(better, v0 + jnp.argmax(zm, axis=1).astype(jnp.int32), arg)
-        return m_new, s, u, zt, jnp.where(better, tmax, best), arg
+        return fold_tile(carry, z, cols >= j * bv, cols, tcol)
 
-    f32 = jnp.float32
-    init = (jnp.full((n,), -jnp.inf, f32), jnp.zeros((n,), f32), jnp.zeros((n,), f32), jnp.zeros((n,), f32),
-            jnp.full((n,), -jnp.inf, f32), jnp.zeros((n,), jnp.int32))
-    m, s, u, zt, _, arg = lax.fori_loop(0, n_tiles, body, vary_like(init, e, c, bias, targets))
+    m, s, u, zt, _, arg = lax.fori_loop(0, n_tiles, body, vary_like(fold_init(n), e, c, bias, targets))
     lse = m + jnp.log(s)
     ent = lse - u / s
     nll = jnp.where(targets != hc.ce.ignore_index, lse - zt, 0.0)

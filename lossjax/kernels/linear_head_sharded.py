@@ -32,6 +32,34 @@ from lossjax.kernels.linear_ce_common import softcap_grad_factor, vary_like
 __all__ = ["head_shard_partials", "head_vocab_parallel_stats"]
 
 
+def fold_init(n: int) -> tuple:
+    """Empty online state ``(max, Σe^{z−max}, Σ z e^{z−max}, target logit, best logit, argmax)`` of ``n`` rows."""
+    f32 = jnp.float32
+    return (jnp.full((n,), -jnp.inf, f32), jnp.zeros((n,), f32), jnp.zeros((n,), f32), jnp.zeros((n,), f32),
+            jnp.full((n,), -jnp.inf, f32), jnp.zeros((n,), jnp.int32))
+
+
+def fold_tile(carry: tuple, z: jax.Array, keep: jax.Array, cols: jax.Array, tcol: jax.Array) -> tuple:
+    """Fold one ``[N, bv]`` logit tile (columns ``cols``, valid where ``keep``) into the online state.
+
+    The running max rescales the sums (Milakov & Gimelshein, arXiv:1805.02867); ``Σ z e^{z−max}`` gives
+    the entropy ``lse − u/s``; the argmax keeps the earlier tile on ties (``jnp.argmax``'s first index).
+    """
+    m, s, u, zt, best, arg = carry
+    zm = jnp.where(keep, z, -jnp.inf)
+    m_new = jnp.maximum(m, jnp.max(zm, axis=1))
+    shift = jnp.where(m_new == -jnp.inf, 0.0, m_new)
+    alpha = jnp.exp(m - shift)
+    pz = jnp.exp(zm - shift[:, None])
+    s = s * alpha + jnp.sum(pz, axis=1)
+    u = u * alpha + jnp.sum(pz * jnp.where(keep, z, 0.0), axis=1)
+    zt = zt + jnp.sum(jnp.where(jnp.logical_and(cols == tcol, keep), z, 0.0), axis=1)
+    tmax = jnp.max(zm, axis=1)
+    better = tmax > best
+    arg = jnp.where(better, cols[0, 0] + jnp.argmax(zm, axis=1).astype(jnp.int32), arg)
+    return m_new, s, u, zt, jnp.where(better, tmax, best), arg
+
+
 def _forward(e, c, bias, tl, n_real, hc):
     n, vl = e.shape[0], c.shape[0]
     bv, n_tiles = vocab_tiles(vl, hc.ce.block_v)
@@ -40,29 +68,13 @@ def _forward(e, c, bias, tl, n_real, hc):
     inv = 1.0 / hc.temperature
 
     def body(j, carry):
-        m, s, u, zt, best, arg = carry
         v0 = jnp.minimum(j * bv, vl - bv)
         cols = v0 + iota
         keep = jnp.logical_and(cols >= j * bv, cols < n_real)
         zc, _ = tile_logits(e, c, bias, v0, bv, hc.ce.softcap)
-        z = zc * inv
-        zm = jnp.where(keep, z, -jnp.inf)
-        m_new = jnp.maximum(m, jnp.max(zm, axis=1))
-        shift = jnp.where(m_new == -jnp.inf, 0.0, m_new)
-        alpha = jnp.exp(m - shift)
-        pz = jnp.exp(zm - shift[:, None])
-        s = s * alpha + jnp.sum(pz, axis=1)
-        u = u * alpha + jnp.sum(pz * jnp.where(keep, z, 0.0), axis=1)
-        zt = zt + jnp.sum(jnp.where(jnp.logical_and(cols == tcol, keep), z, 0.0), axis=1)
-        tmax = jnp.max(zm, axis=1)
-        better = tmax > best
-        arg = jnp.where(better, v0 + jnp.argmax(zm, axis=1).astype(jnp.int32), arg)
-        return m_new, s, u, zt, jnp.where(better, tmax, best), arg
+        return fold_tile(carry, zc * inv, keep, cols, tcol)
 
-    f32 = jnp.float32
-    init = (jnp.full((n,), -jnp.inf, f32), jnp.zeros((n,), f32), jnp.zeros((n,), f32), jnp.zeros((n,), f32),
-            jnp.full((n,), -jnp.inf, f32), jnp.zeros((n,), jnp.int32))
-    m, s, u, zt, best, arg = lax.fori_loop(0, n_tiles, body, vary_like(init, e, c, bias, tl))
+    m, s, u, zt, best, arg = lax.fori_loop(0, n_tiles, body, vary_like(fold_init(n), e, c, bias, tl))
     ez = jnp.where(s > 0, u / jnp.where(s > 0, s, 1.0), 0.0)  # an empty (all-padding) shard: 0, weight 0
     return m + jnp.log(s), zt, ez, best, arg
 
