@@ -28,33 +28,15 @@ import sys
 import time
 
 import jax
-import jax.numpy as jnp
-import numpy as np
 import optax
 
 sys.path.insert(0, os.path.dirname(os.path.dirname(os.path.abspath(__file__))))
 
+from benchmarks.sharpness import data as digits  # noqa: E402  (the digits batch the SAM benchmark uses)
 from experiments.common.models import SmallCNN  # noqa: E402
 from experiments.common.small_models import MLP  # noqa: E402
 from lossjax import diagnostics as D  # noqa: E402
 from lossjax.losses.aace import aace_loss  # noqa: E402
-
-
-def digits(n: int) -> tuple[jax.Array, jax.Array, str]:
-    try:
-        from sklearn.datasets import load_digits
-
-        d = load_digits()
-        reps = -(-n // len(d.target))
-        x = (np.tile(d.images, (reps, 1, 1))[:n] / 16.0).astype(np.float32)[..., None]
-        y = np.tile(d.target, reps)[:n].astype(np.int32)
-        src = "sklearn load_digits"
-    except Exception:  # noqa: BLE001
-        rng = np.random.default_rng(0)
-        x = rng.random((n, 8, 8, 1), np.float32)
-        y = rng.integers(0, 10, n).astype(np.int32)
-        src = "random"
-    return jnp.asarray(x), jnp.asarray(y), src
 
 
 def ce(z: jax.Array, y: jax.Array) -> jax.Array:
