@@ -34,6 +34,7 @@ from lossjax.kernels.linear_ce_sharded import (
     vocab_parallel_rows,
 )
 from lossjax.kernels.linear_ce_tpu import TpuConfig, tpu_rows, tpu_tiles
+from lossjax.losses._core import check_labels
 
 __all__ = ["linear_cross_entropy", "resolve_filter_eps", "IMPLS", "REDUCTIONS"]
 
@@ -89,13 +90,8 @@ def _check_labels(t, vocab: int, ignore_index: int, shift: int) -> None:
     """Outside ``jit`` (concrete targets): any target other than ``ignore_index`` outside [0, V) raises."""
     if isinstance(t, jax.core.Tracer) or not getattr(t, "is_fully_addressable", True):
         return
-    tv = np.asarray(t)[..., shift:]
-    bad = (tv != ignore_index) & ((tv < 0) | (tv >= vocab))
-    if bad.any():
-        idx = tuple(int(i) for i in np.argwhere(bad)[0])
-        raise ValueError(
-            f"targets must be in [0, {vocab}) or equal ignore_index={ignore_index}; found {int(tv[idx])} at "
-            f"index {idx} (under jit such a row's loss and gradient are NaN)")
+    # the package's label rule (docs/conventions.md), the same check every loss runs
+    check_labels(np.asarray(t)[..., shift:], vocab, ignore_index=ignore_index, name="targets")
 
 
 def _auto_impl(e, c, config, vocab_axis) -> str:
