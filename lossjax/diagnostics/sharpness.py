@@ -39,6 +39,7 @@ import jax.numpy as jnp
 
 from lossjax.diagnostics import _common as C
 from lossjax.losses._core import require_nonnegative, require_positive
+from lossjax.sharpness import _tree
 
 __all__ = [
     "SharpnessResult",
@@ -113,11 +114,6 @@ def _scale_tree(params: Any, eta: Any, mask: MaskLike) -> Any:
     return jax.tree.map(one, params, mask)
 
 
-def _tree_norm(tree: Any) -> jax.Array:
-    leaves = jax.tree.leaves(tree)
-    return jnp.sqrt(sum(jnp.sum(jnp.square(x)) for x in leaves))
-
-
 def _validate(rho: Any, num_steps: int, step_size: Any, key: Any) -> None:
     require_nonnegative(rho, "rho")
     C.require_count(num_steps, "num_steps")
@@ -155,7 +151,7 @@ def _max_in_ball(
     vag = jax.value_and_grad(loss_at)
 
     def project(u: Any) -> Any:
-        n = _tree_norm(u)
+        n = _tree.norm(u)
         s = jnp.where(n > rho_c, rho_c / jnp.where(n > 0, n, 1), 1)
         return jax.tree.map(lambda x: x * s.astype(x.dtype), u)
 
@@ -165,7 +161,7 @@ def _max_in_ball(
         leaves, treedef = jax.tree.flatten(wc)
         keys = jax.random.split(key, len(leaves))
         z = [jax.random.normal(kk, x.shape, x.dtype) for kk, x in zip(keys, leaves)]
-        zn = _tree_norm(z)
+        zn = _tree.norm(z)
         u0 = jax.tree.unflatten(treedef, [x * (rho_c / zn).astype(x.dtype) for x in z])
 
     loss0 = jnp.asarray(loss_fn(params, batch))
@@ -176,7 +172,7 @@ def _max_in_ball(
         take = val > best
         best_u = jax.tree.map(lambda a, b: jnp.where(take, a, b), u, best_u)
         best = jnp.maximum(best, val)
-        gn = _tree_norm(g)
+        gn = _tree.norm(g)
         s = alpha / jnp.where(gn > 0, gn, 1)
         u = project(jax.tree.map(lambda x, y: x + (s * (gn > 0)).astype(x.dtype) * y, u, g))
         return u, best, best_u
@@ -193,7 +189,7 @@ def _max_in_ball(
     take = val > best
     best_u = jax.tree.map(lambda a, b: jnp.where(take, a, b), u, best_u)
     best = jnp.maximum(best, val)
-    return SharpnessResult(best - loss0, loss0, best, _tree_norm(eps_of(best_u)))
+    return SharpnessResult(best - loss0, loss0, best, _tree.norm(eps_of(best_u)))
 
 
 def epsilon_sharpness(
@@ -390,7 +386,7 @@ def gradient_norm(loss_fn: C.LossFn, params: Any, batch: Any) -> jax.Array:
     """
     C.check_problem(loss_fn, params, batch)
     g = jax.grad(loss_fn)(params, batch)
-    return _tree_norm(jax.tree.map(lambda x: x.astype(C.compute_dtype(x.dtype)), g))
+    return _tree.norm(jax.tree.map(lambda x: x.astype(C.compute_dtype(x.dtype)), g))
 
 
 def gradient_norms(
