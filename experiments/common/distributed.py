@@ -16,6 +16,9 @@ How a process learns its place (the first that is set wins):
   (SLURM, Open MPI, Kubernetes, Cloud TPU).
 
 On CPU the cross-process collectives use gloo (``jax_cpu_collectives_implementation``).
+Runs on different process layouts give the same bits when they share the collectives (start
+the 1-process run with ``--num_processes 1`` too) and the XLA:CPU thread-pool size (the same
+``NPROC`` in every process); see README, "Scaling out".
 """
 
 from __future__ import annotations
