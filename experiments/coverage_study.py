@@ -26,36 +26,34 @@ loss every step). Test F1, balanced accuracy and accuracy at logit threshold 0.
 from __future__ import annotations
 
 import dataclasses
-import functools
 import os
 import sys
 from collections.abc import Sequence
 
 import gin
-import jax
-import jax.numpy as jnp
-import numpy as np
-import optax
 
-import lossjax
 from experiments import arms
-from experiments.common import small_models as sm
 from experiments.common.metrics import env_info
 from experiments.common.typecheck import check_field_types
 from experiments.kit import cli, report
+from experiments.tasks.coverage import (
+    IMB_METRICS,
+    PASSN_METRICS,
+    binary_metrics,
+    make_imbalanced_data,
+    make_passn_data,
+    pass_at_n,
+    train,
+)
 
 __all__ = ["CoverageConfig", "ARMS", "CLAIMS", "make_passn_data", "make_imbalanced_data", "pass_at_n",
            "binary_metrics", "train", "run", "STUDY", "main"]
 
-LOSSES = ("ce", "dco", "bce", "anyloss_f1", "anyloss_bacc", "ensloss")
 ARMS = ("passn_ce", "passn_dco", "imb_bce", "imb_anyloss_f1", "imb_anyloss_bacc", "imb_ensloss")
 ROOT = os.path.dirname(os.path.dirname(os.path.abspath(__file__)))
 CONFIG_DIR = os.path.join(ROOT, "configs", "coverage_study")
-PASSN_METRICS = ("pass_1", "pass_n", "pass_n_early", "test_acc", "train_acc")
-IMB_METRICS = ("f1", "balanced_acc", "accuracy")
 SMOKE_BINDINGS = ("coverage.seeds = (0, 1)", "coverage.epochs = 4", "coverage.early_epoch = 2",
                   "coverage.hidden = (16,)", "coverage.n_train = 64", "coverage.n_test = 64")
-_DATA_SALT = 104729
 
 
 @dataclasses.dataclass(frozen=True)
@@ -107,153 +105,6 @@ _Gin = gin.external_configurable(CoverageConfig, name="coverage")
 def parse(files: Sequence[str] = (), bindings: Sequence[str] = ()) -> CoverageConfig:
     """Parse gin ``files`` then ``bindings`` into a :class:`CoverageConfig`."""
     return cli.parse_study_config(files, bindings, _Gin)
-
-
-# ----------------------------------------------------------------------------------------------
-# data and metrics
-# ----------------------------------------------------------------------------------------------
-
-
-def make_passn_data(cfg: CoverageConfig, seed: int) -> dict[str, np.ndarray]:
-    """Gaussian-mixture questions: ``x = mean_scale · μ_y + ε``; training answers noised with
-    probability ``label_noise`` (test answers are clean).
-
-    Example:
-      >>> d = make_passn_data(CoverageConfig(n_train=6, n_test=4), 0)
-      >>> d["x_train"].shape, d["y_test"].shape
-      ((6, 20), (4,))
-    """
-    rng = np.random.default_rng(seed + _DATA_SALT)
-    mu = cfg.mean_scale * rng.standard_normal((cfg.num_classes, cfg.dim))
-    n = cfg.n_train + cfg.n_test
-    y = rng.integers(0, cfg.num_classes, n)
-    x = mu[y] + rng.standard_normal((n, cfg.dim))
-    y_tr = y[: cfg.n_train].copy()
-    flip = rng.random(cfg.n_train) < cfg.label_noise
-    y_tr[flip] = rng.integers(0, cfg.num_classes, int(flip.sum()))
-    return {"x_train": x[: cfg.n_train].astype(np.float32), "y_train": y_tr.astype(np.int32),
-            "x_test": x[cfg.n_train:].astype(np.float32), "y_test": y[cfg.n_train:].astype(np.int32)}
-
-
-@functools.lru_cache(maxsize=1)
-def _digits() -> tuple[np.ndarray, np.ndarray]:
-    from sklearn.datasets import load_digits
-
-    d = load_digits()
-    return (d.data / 16.0).astype(np.float32), (d.target == 8).astype(np.int32)
-
-
-def make_imbalanced_data(cfg: CoverageConfig, seed: int) -> dict[str, np.ndarray]:
-    """A stratified random split of digits "8 vs rest" (``n_train`` examples, capped at 70 %,
-    then the rest as test)."""
-    x, y = _digits()
-    rng = np.random.default_rng(seed + _DATA_SALT)
-    tr = []
-    for c in (0, 1):
-        idx = rng.permutation(np.flatnonzero(y == c))
-        tr.append(idx[: int(round(min(cfg.n_train, int(0.7 * len(y))) * len(idx) / len(y)))])
-    tr = np.sort(np.concatenate(tr))
-    te = np.setdiff1d(np.arange(len(y)), tr)[: cfg.n_test]
-    return {"x_train": x[tr], "y_train": y[tr], "x_test": x[te], "y_test": y[te]}
-
-
-def pass_at_n(p_correct: np.ndarray, n: float) -> np.ndarray:
-    """Expected pass@N ``1 − (1 − p)^N`` (mean over the last axis).
-
-    Example:
-      >>> float(pass_at_n(np.array([0.5, 0.0]), 2))
-      0.375
-    """
-    return (1.0 - (1.0 - np.asarray(p_correct, np.float64)) ** n).mean(-1)
-
-
-def binary_metrics(logits: np.ndarray, y: np.ndarray) -> dict[str, float]:
-    """F1, balanced accuracy and accuracy of ``logits > 0`` against ``y ∈ {0, 1}``.
-
-    Example:
-      >>> m = binary_metrics(np.array([1.0, -1.0, 2.0, -3.0]), np.array([1, 1, 0, 0]))
-      >>> m["f1"], m["balanced_acc"], m["accuracy"]
-      (0.5, 0.5, 0.5)
-    """
-    pred, y = np.asarray(logits) > 0, np.asarray(y) > 0
-    tp, fp, fn = float((pred & y).sum()), float((pred & ~y).sum()), float((~pred & y).sum())
-    tn = float((~pred & ~y).sum())
-    f1 = 2 * tp / max(2 * tp + fp + fn, 1.0)
-    bacc = 0.5 * (tp / max(tp + fn, 1.0) + tn / max(tn + fp, 1.0))
-    return {"f1": f1, "balanced_acc": bacc, "accuracy": (tp + tn) / len(y)}
-
-
-# ----------------------------------------------------------------------------------------------
-# training
-# ----------------------------------------------------------------------------------------------
-
-
-def batch_loss(cfg: CoverageConfig, out: jax.Array, y: jax.Array, key: jax.Array) -> jax.Array:
-    """Mean loss of the arm over a batch (``out``: ``[B, K]`` logits, or ``[B, 1]`` for binary)."""
-    L = lossjax.losses
-    if cfg.loss == "ce":
-        return optax.softmax_cross_entropy_with_integer_labels(out, y).mean()
-    if cfg.loss == "dco":
-        return L.dco_loss(out, y, n=cfg.n_attempts).mean()
-    f = out[:, 0]
-    if cfg.loss == "bce":
-        return optax.sigmoid_binary_cross_entropy(f, y.astype(f.dtype)).mean()
-    if cfg.loss == "ensloss":
-        return L.ensloss_surrogate(f, y, key)
-    metric = "f1" if cfg.loss == "anyloss_f1" else "balanced_accuracy"
-    return L.anyloss(f, y, amplify=cfg.amplify, metric=metric)
-
-
-def train(cfg: CoverageConfig) -> dict:
-    """Train one arm for every seed at once; per-seed test metrics (and pass@N curves)."""
-    seeds = [int(s) for s in cfg.seeds]
-    make = make_passn_data if cfg.task == "passn" else make_imbalanced_data
-    ds = [make(cfg, s) for s in seeds]
-    data = {k: np.stack([d[k] for d in ds]) for k in ds[0]}
-    n, d_in = data["x_train"].shape[1:]
-    model = sm.MLP(tuple(cfg.hidden), cfg.num_classes if cfg.task == "passn" else 1)
-    params = sm.init_stacked(model, d_in, seeds)
-    bs = min(cfg.batch_size, n)
-    spe = n // bs
-    tx = sm.make_optimizer(cfg.learning_rate, cfg.weight_decay, cfg.epochs * spe)
-    opt = jax.vmap(tx.init)(params)
-
-    def loss_fn(p, batch, step):
-        key = jax.random.fold_in(jax.random.key(batch["seed"][0]), step)
-        return batch_loss(cfg, model.apply({"params": p}, batch["x"])["out"], batch["y"], key)
-
-    epoch = sm.make_epoch_fn(loss_fn, tx, n=n, batch_size=bs)
-    apply = sm.make_apply_fn(model, shared_inputs=False)
-    tr = {"x": jnp.asarray(data["x_train"]), "y": jnp.asarray(data["y_train"]),
-          "seed": jnp.asarray(np.repeat(np.asarray(seeds, np.uint32)[:, None], n, 1))}
-    xs = {"train": jnp.asarray(data["x_train"]), "test": jnp.asarray(data["x_test"])}
-    curve, early = [], None
-    for e in range(cfg.epochs):
-        params, opt, loss = epoch(params, opt, tr, sm.epoch_keys(seeds, e), jnp.int32(e * spe))
-        if cfg.task == "passn":
-            p = np.asarray(jax.nn.softmax(apply(params, xs["test"])["out"], -1), np.float64)
-            py = np.take_along_axis(p, data["y_test"][..., None], -1)[..., 0]
-            curve.append(pass_at_n(py, cfg.n_attempts).tolist())
-            if e + 1 == cfg.early_epoch:
-                early = curve[-1]
-    if not np.all(np.isfinite(np.asarray(loss))):
-        raise FloatingPointError(f"{cfg.task}/{cfg.loss}: non-finite training loss {np.asarray(loss).tolist()}.")
-    res: dict = {"task": cfg.task, "loss": cfg.loss, "seeds": seeds, "n_train": int(n),
-                 "n_test": int(data["x_test"].shape[1]), "num_params": sm.count_params_per_seed(params)}
-    out_te, out_tr = np.asarray(apply(params, xs["test"])["out"]), np.asarray(apply(params, xs["train"])["out"])
-    if cfg.task == "passn":
-        p = np.asarray(jax.nn.softmax(jnp.asarray(out_te), -1), np.float64)
-        py = np.take_along_axis(p, data["y_test"][..., None], -1)[..., 0]
-        res["metrics"] = {"pass_1": py.mean(-1).tolist(), "pass_n": pass_at_n(py, cfg.n_attempts).tolist(),
-                          "pass_n_early": early,
-                          "test_acc": (out_te.argmax(-1) == data["y_test"]).mean(-1).tolist(),
-                          "train_acc": (out_tr.argmax(-1) == data["y_train"]).mean(-1).tolist()}
-        res["pass_n_curve"] = np.asarray(curve).T.tolist()
-    else:
-        per = [binary_metrics(out_te[i, :, 0], data["y_test"][i]) for i in range(len(seeds))]
-        res["metrics"] = {m: [q[m] for q in per] for m in IMB_METRICS}
-        res["positive_rate_test"] = float(data["y_test"].mean())
-    return res
 
 
 _NB = 0.3 / 0.7  # n_test / n_train of the repeated digits splits (Nadeau–Bengio correction)

@@ -60,9 +60,7 @@ def run_study(configs: list[str], seeds: list[int], runs_dir: str, out: str | No
                              if len(rs) > 1 else 0.0} for o, rs in raw.items()}}
     if out is not None:
         title = f"digits (1,297 train / 500 test), SmallCNN, {len(seeds)} seeds: mean ± std"
-        md = os.path.join(out, "digits.md")
-        kept = os.path.exists(md) and report.MARK in open(md).read()
-        report.write_report(out, "digits", render_markdown(study, title=not kept), {"raw": raw, "seeds": list(seeds)},
+        report.write_report(out, "digits", render_markdown(study), {"raw": raw, "seeds": list(seeds)},
                             lambda path: plot_study(curves, path, title), prov)
     return study
 
@@ -103,8 +101,8 @@ def verdicts(raw: dict[str, list[dict]]) -> str:
 
 
 def render_markdown(study: dict, title: bool = True) -> str:
-    """The report: table, figure and the computed verdicts (``title``: start with a heading; off
-    below a kept hand-written preamble, see :data:`experiments.kit.report.MARK`)."""
+    """The report: table, figure and the computed verdicts (``title``: start with a heading;
+    :func:`experiments.kit.report.write_report` drops it below a kept hand-written preamble)."""
     head = f"# Sharpness-aware optimizers on digits (SmallCNN, {len(study['seeds'])} seed(s))\n\n" if title else ""
     return (head + "Regenerate: `python -m experiments.digits_study --write_report` (arms `configs/digits/"
             "{sgd,sam,aace_sam,saf,mesa}.gin`, seeds 0, 1, 2; finished runs under `runs/digits_study/` are reused).\n\n"

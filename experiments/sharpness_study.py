@@ -4,37 +4,27 @@
     python -m experiments.sharpness_study --write_report   # ... and regenerate experiments/results/sharpness.md
     python -m experiments.sharpness_study --smoke          # two arms, tiny MLP (seconds)
 
-The flags are those of every study (:mod:`experiments.kit.cli`).
+The flags are those of every study (:mod:`experiments.kit.cli`); the config is
+``configs/sharpness_study/digits_noisy.gin``. Task code: :mod:`experiments.tasks.sharpness_study`.
 
-Task (a CPU-scale stand-in for the settings where the SAM papers report their largest gains —
-label noise, SAM paper §3.3 / Table 4, and few examples): scikit-learn's 8×8 digits, a fixed
-stratified training subset of ``n_train`` images whose labels are corrupted per seed by symmetric
-noise (:func:`experiments.noisy_labels.corrupt_labels`), scored on the clean remaining images.
-A ReLU MLP (:class:`experiments.kit.mlp.MLP`) is trained by SGD with momentum and one front
-transform of the SAM family per arm (``sgd``, ``sam``, ``asam``, ``aace_sam``, ``gsam``, ``saf``,
-``mesa``, each at its paper's recommended radius, plus ``sam:<ρ>`` / ``aace_sam:<ρ>`` sweep arms);
-the optax chains are built by :func:`experiments.common.optim.build_optimizer`, as in the
-trainer. All (noise setting × seed) runs of one arm are trained together (``jax.vmap``), so
-each arm compiles one epoch function.
+Task (a CPU-scale stand-in for the settings where the SAM papers report their largest gains:
+label noise, few examples): scikit-learn's 8×8 digits, a fixed stratified training subset of
+``n_train`` images whose labels are corrupted per seed by symmetric noise, scored on the clean
+remaining images; a ReLU MLP trained by SGD with momentum and one front transform of the SAM
+family per arm — ``sgd``, ``sam``, ``asam``, ``aace_sam``, ``gsam``, ``saf``, ``mesa`` at their
+papers' radii, plus ``sam:<ρ>`` / ``aace_sam:<ρ>`` sweep arms. All (noise × seed) runs of one arm
+are trained together (``jax.vmap``); ``<workdir>/<arm>/results.json`` marks a finished arm.
 
-Measured (:mod:`lossjax.diagnostics`, on the full training set with its noisy labels, i.e. the
-objective being minimised, without weight decay):
+Tested (every verdict computed from the measured numbers, paired over seeds):
 
-1. every ``measure_every`` epochs: ‖∇CE‖, ‖∇AACE‖ and the top Hessian eigenvalue (Lanczos); per
-   training step, averaged over the epoch: ‖ε‖ (the perturbation applied, from the SAM state)
-   and the cosine between consecutive ascent directions — AACE's argument (Ratchatorn &
-   Tanaka, ICIP 2024, §1–2) is that near convergence ∇CE becomes small and oscillates, so SAM's
-   perturbation direction becomes inconsistent, while ∇AACE grows;
-2. after training: clean test accuracy, top eigenvalue, Hutchinson trace, SAM's ε-sharpness and
-   the wall time per training step (SAF paper, Du et al. NeurIPS 2022, Table 1: SAF at ~99 % of
-   SGD's throughput, MESA ~85 %, SAM ~50 %);
-3. across all runs: Spearman's rank correlation of final sharpness with test accuracy (the SAM
-   paper's Fig. 2 / the ASAM paper's Fig. 3 question).
-
-Each arm writes ``<workdir>/<arm>/results.json`` when it finishes (a rerun reuses it). The
-report (``sharpness.md``/``.json``, ``sharpness.png`` = mechanism curves,
-``sharpness_scatter.png``) states every verdict from the measured numbers (paired t-tests over
-seeds, :mod:`experiments.kit.stats`).
+1. :data:`CLAIMS` — clean test accuracy: AACE-SAM > SAM > SGD, ASAM > SAM, GSAM > SAM;
+2. AACE's mechanism (Ratchatorn & Tanaka, ICIP 2024, Sec. 1-2): near convergence ‖∇CE‖ becomes
+   small and SAM's ascent direction inconsistent, while ‖∇AACE‖ does not vanish — ‖∇CE‖, ‖∇AACE‖,
+   λ_max every ``measure_every`` epochs, ‖ε‖ and the cosine of consecutive ascent directions per step;
+3. SAF/MESA reach SAM's flatness at SGD's cost (Du et al., NeurIPS 2022, Tables 1 and 3) — λ_max
+   and the interleaved time per step;
+4. sharpness vs accuracy (Foret et al., ICLR 2021, Fig. 2; Kwon et al., ICML 2021, Fig. 3) —
+   Spearman correlation of λ_max, Hessian trace and ε-sharpness with test accuracy over all runs.
 """
 
 from __future__ import annotations
@@ -43,38 +33,25 @@ import dataclasses
 import os
 import sys
 import time
-from collections.abc import Callable
-from typing import Any
 
 import gin
-import jax
-import jax.numpy as jnp
 import numpy as np
-import optax
 
-import lossjax.sharpness as lsh
-from experiments.common.config import OptimConfig
-from experiments.common.optim import build_optimizer
-from experiments.common.small_models import init_stacked, stratified_subset
+from experiments import arms
 from experiments.common.typecheck import check_field_types
-from experiments.kit import cli, report, stats
+from experiments.kit import cli, report
 from experiments.kit.mlp import MLP
 from experiments.kit.runs import finished_run, write_run
-from experiments.noisy_labels import corrupt_labels, parse_noise
-from lossjax import diagnostics as D
-from lossjax.losses.aace import aace_loss
+from experiments.tasks import sharpness_study as task
+from experiments.tasks.noisy_labels import parse_noise
+from experiments.tasks.sharpness_study import KINDS, arm_label, parse_arm
 
-__all__ = ["SharpnessStudyConfig", "KINDS", "parse_arm", "optim_config", "train_arm", "run_study", "verdicts",
-           "main"]
+__all__ = ["SharpnessStudyConfig", "ARMS", "CLAIMS", "TEMPLATE", "verdicts", "render", "run_study", "STUDY", "main"]
 
-KINDS = ("sgd", "sam", "asam", "aace_sam", "gsam", "saf", "mesa")
+# the arms of the full study (configs/sharpness_study/digits_noisy.gin): every kind at its paper's radius, then sweeps
+ARMS = (*KINDS, "sam:0.1", "sam:0.2", "sam:0.5", "aace_sam:0.05", "aace_sam:0.5")
 DEFAULT_CONFIG = os.path.join("configs", "sharpness_study", "digits_noisy.gin")
 STEM = "sharpness"
-# forward/backward passes per training step (the nominal cost)
-PASSES = {"sgd": "1 f+b", "sam": "2 f+b", "asam": "2 f+b", "aace_sam": "2 f+b", "gsam": "2 f+b", "saf": "1 f+b",
-          "mesa": "1 f+b + 1 f"}
-NAMES = {"sgd": "SGD", "sam": "SAM", "asam": "ASAM", "aace_sam": "AACE-SAM", "gsam": "GSAM", "saf": "SAF",
-         "mesa": "MESA"}
 
 
 @dataclasses.dataclass(frozen=True)
@@ -157,519 +134,108 @@ class SharpnessStudyConfig:
         return dataclasses.asdict(self)
 
 
+
 _Gin = gin.external_configurable(SharpnessStudyConfig, name="sharpness_study")
 
+# "a beats b" on clean test accuracy (%), tested at every noise setting ("<metric>@<noise>")
+CLAIMS = (
+    arms.Claim("AACE-SAM beats SAM", "Ratchatorn & Tanaka, ICIP 2024 (arXiv:2406.14329), Sec. 3",
+               "aace_sam", "sam", "test_accuracy"),
+    arms.Claim("SAM beats SGD, by most under label noise", "Foret et al., ICLR 2021, Sec. 3.3, Table 4",
+               "sam", "sgd", "test_accuracy"),
+    arms.Claim("ASAM beats SAM", "Kwon et al., ICML 2021, Sec. 5", "asam", "sam", "test_accuracy"),
+    arms.Claim("GSAM beats SAM", "Zhuang et al., ICLR 2022, Sec. 5", "gsam", "sam", "test_accuracy"),
+)
 
-def parse_arm(arm: str) -> tuple[str, float | None]:
-    """``'sam'`` → ``('sam', None)`` (recommended ρ); ``'sam:0.1'`` → ``('sam', 0.1)``.
+TEMPLATE = """# Sharpness studies: AACE's mechanism, the SAM family under label noise, sharpness vs accuracy
 
-    Raises:
-      ValueError: an unknown kind, a malformed or non-positive ρ, or a ρ for SGD/SAF/MESA.
-    """
-    kind, sep, rho = str(arm).partition(":")
-    if kind not in KINDS:
-        raise ValueError(f"`sharpness_study.arms`: unknown arm {arm!r}; kinds are {KINDS} (optionally 'kind:rho').")
-    if not sep:
-        return kind, None
-    try:
-        value = float(rho)
-    except ValueError:
-        raise ValueError(f"`sharpness_study.arms`: bad radius in {arm!r}.") from None
-    if kind in ("sgd", "saf", "mesa") or not value > 0:
-        raise ValueError(f"`sharpness_study.arms`: {arm!r} — a radius must be > 0 and only SAM-family arms take one.")
-    return kind, value
+### Verdicts (computed from the numbers below)
 
+{verdicts}
+Setting: digits, fixed stratified subset of {n_train} training images (noisy labels, realised rates: {noise}), \
+{n_test} clean test images; MLP 64-{hidden}-10; {epochs} epochs, batch {batch_size}, SGD lr {learning_rate:g} \
+({schedule}) momentum {momentum:g}, coupled weight decay {weight_decay:g}; seeds {seeds} (same init, noise draw and \
+shuffling for every arm). Sharpness is measured on the training loss (CE on the noisy training labels, no weight \
+decay): λ_max by Lanczos ({lanczos_iters} steps), trace by Hutchinson ({trace_probes} probes), ε-sharpness by \
+{eps_steps} projected ascent steps. Time per step: median over {timing_rounds} interleaved rounds of one jitted \
+epoch of each optimizer (all {n_runs} runs vmapped, compile excluded, SAF/MESA term active) / steps, on a shared, \
+loaded 2-core CPU (indicative only; the training steps of all arms took {wall:.0f} s, without compilation and \
+measurements). At this scale a step is dominated by fixed per-operation overhead, not by the passes it makes, so \
+the measured ratios understate the nominal cost of a second pass (column passes/step).
 
-def arm_label(arm: str, cfg: SharpnessStudyConfig) -> str:
-    """``'sam:0.1'`` → ``'SAM ρ=0.1'``; recommended radii are written out too."""
-    kind, rho = parse_arm(arm)
-    default = {"sam": cfg.sam_rho, "asam": cfg.asam_rho, "aace_sam": cfg.aace_rho, "gsam": cfg.gsam_rho}
-    if kind not in default:
-        return NAMES[kind]
-    return f"{NAMES[kind]} ρ={rho if rho is not None else default[kind]:g}"
+{tables}![mechanism]({stem}.png)
 
+Mechanism figure: per epoch, mean over seeds (log scale), for SGD, SAM and AACE-SAM: ‖∇CE‖ and ‖∇AACE‖ on the \
+training set, the applied ‖ε‖, the cosine between consecutive ascent directions and the top Hessian eigenvalue.
 
-def optim_config(arm: str, cfg: SharpnessStudyConfig) -> OptimConfig:
-    """The trainer's :class:`OptimConfig` of ``arm`` (recommended ρ unless ``kind:rho``)."""
-    kind, rho = parse_arm(arm)
-    radius = {"sam": cfg.sam_rho, "asam": cfg.asam_rho, "aace_sam": cfg.aace_rho, "gsam": cfg.gsam_rho}
-    lam = cfg.mesa_lam if kind == "mesa" else cfg.saf_lam
-    return OptimConfig(name=kind, learning_rate=cfg.learning_rate, momentum=cfg.momentum,
-                       weight_decay=cfg.weight_decay, schedule=cfg.schedule,
-                       rho=rho if rho is not None else radius.get(kind, cfg.sam_rho), eta=cfg.asam_eta,
-                       gsam_alpha=cfg.gsam_alpha, gsam_rho_min=cfg.gsam_rho_min, saf_lam=lam,
-                       saf_tau=cfg.saf_tau, saf_delay=cfg.saf_delay, saf_start=cfg.saf_start,
-                       mesa_decay=cfg.mesa_decay)
+![scatter]({stem}_scatter.png)
+"""
 
 
-# ---------------------------------------------------------------------------------------------
-# data and measurement
-# ---------------------------------------------------------------------------------------------
+def verdicts(s: dict) -> str:
+    """The report's verdicts per noise setting, computed from the measured numbers: AACE's
+    mechanism, :data:`CLAIMS` (paired t-tests over seeds), the ρ sweeps, SAF/MESA's cost and the
+    sharpness–accuracy correlations."""
+    cfg, results, lines = s["config"], task.claim_metrics(s), []
+    for z in cfg["noise"]:
+        claims = [c.at(z) for c in CLAIMS]
+        lines += [f"**{z}** ({len(cfg['seeds'])} seeds; paired t-tests at 5 %):",
+                  *filter(None, [task.mechanism_verdict(s, z)]), arms.claims_section(results, claims, digits=2),
+                  *task.sweep_verdicts(s, z), *task.cost_verdicts(s, z), task.correlation_verdict(s, z), ""]
+    return "\n".join(lines)
 
 
-def load_task(cfg: SharpnessStudyConfig) -> dict:
-    """Digits pixels in [0, 1]; the fixed split; one noisy label vector per (noise, seed) run."""
-    from sklearn.datasets import load_digits
-
-    d = load_digits()
-    x, y = (d.data / 16.0).astype(np.float32), d.target.astype(np.int32)
-    tr = stratified_subset(y, cfg.n_train, cfg.split_seed)
-    te = np.setdiff1d(np.arange(len(y)), tr)
-    if cfg.n_test:
-        te = np.sort(np.random.default_rng(cfg.split_seed).permutation(te)[: cfg.n_test])
-    runs = [(z, s) for z in cfg.noise for s in cfg.seeds]
-    noisy = np.stack([corrupt_labels(y[tr], z, s, 10) for z, s in runs])
-    return {"x": x[tr], "y_clean": y[tr], "y": noisy, "x_test": x[te], "y_test": y[te], "runs": runs}
-
-
-class Measure:
-    """The jitted, run-vmapped measurements (compiled once per study, shared by every arm)."""
-
-    def __init__(self, model: MLP, cfg: SharpnessStudyConfig, x: np.ndarray, x_test: np.ndarray,
-                 y_test: np.ndarray):
-        xtr = jnp.asarray(x)
-        logits = lambda p, xx: model.apply({"params": p}, xx)["out"]  # noqa: E731
-        ce = lambda p, y: optax.softmax_cross_entropy_with_integer_labels(logits(p, xtr), y).mean()  # noqa: E731
-        aace = lambda p, y: aace_loss(logits(p, xtr), y).mean()  # noqa: E731
-
-        def epoch_metrics(p: Any, y: jax.Array, key: jax.Array) -> dict:
-            n = D.gradient_norms({"ce": ce, "aace": aace}, p, y)
-            lz = D.hessian_lanczos(ce, p, y, key, k=1, num_iters=cfg.lanczos_iters, tol=1e-3)
-            return {"train_loss": ce(p, y), "grad_ce": n["ce"], "grad_aace": n["aace"],
-                    "top_eigenvalue": lz.eigenvalues[0]}
-
-        def final_metrics(p: Any, y: jax.Array, key: jax.Array) -> dict:
-            return D.sharpness_report(ce, p, y, key, ascent_loss_fn=aace, rho=cfg.eps_rho, asam_rho=cfg.asam_rho,
-                                      asam_eta=cfg.asam_eta, num_steps=cfg.eps_steps,
-                                      lanczos_iters=cfg.lanczos_iters, num_probes=cfg.trace_probes)
-
-        xte, yte = jnp.asarray(x_test), jnp.asarray(y_test)
-        self.epoch = jax.jit(jax.vmap(epoch_metrics))
-        self.final = jax.jit(jax.vmap(final_metrics))
-        self.test_acc = jax.jit(jax.vmap(lambda p: jnp.mean(jnp.argmax(logits(p, xte), -1) == yte)))
-
-
-def _cos(a: Any, b: Any) -> jax.Array:
-    dot = sum(jnp.vdot(u, v) for u, v in zip(jax.tree.leaves(a), jax.tree.leaves(b)))
-    return dot / jnp.maximum(optax.tree.norm(a) * optax.tree.norm(b), 1e-30)
-
-
-def make_epoch_fn(model: MLP, setup: Any, x: np.ndarray, n: int, batch_size: int) -> Callable:
-    """Jitted ``(params, opt_state, prev_dir, y, keys, epoch) -> (params, opt_state, prev_dir, logs)``
-    vmapped over runs; ``logs`` = epoch means of the training loss, ‖ε‖ and the cosine between
-    consecutive ascent directions (the first pass's gradient; for SGD its gradient)."""
-    xtr = jnp.asarray(x)
-    steps = n // batch_size
-    logits = lambda p, xx: model.apply({"params": p}, xx)["out"]  # noqa: E731
-
-    def one_run(params, opt_state, prev, y, key, epoch):
-        perm = jax.random.permutation(jax.random.wrap_key_data(key), n)[: steps * batch_size]
-
-        def body(carry, idx):
-            p, o, prev = carry
-            xb, yb = xtr[idx], y[idx]
-            ce = lambda q: optax.softmax_cross_entropy_with_integer_labels(logits(q, xb), yb).mean()  # noqa: E731
-            pert = jnp.zeros([], jnp.float32)
-            if setup.kind == "sam":
-                asc = (lambda q: aace_loss(logits(q, xb), yb).mean()) if setup.ascent == "aace" else ce
-                loss, d = jax.value_and_grad(asc)(p)
-                upd, o = setup.tx.update(d, o, p, grad_fn=jax.grad(ce))
-                pert = lsh.find_sam_state(o).perturbation_norm
-            else:
-                targets = None
-                if setup.kind == "saf":
-                    targets = lsh.saf_targets(o, idx, epoch)
-                elif setup.kind == "mesa":
-                    targets = lsh.mesa_targets(o, logits(lsh.mesa_params(o), xb), epoch)
-
-                def total(q):
-                    z = logits(q, xb)
-                    c = optax.softmax_cross_entropy_with_integer_labels(z, yb).mean()
-                    return c + (targets.penalty(z) if targets is not None else 0.0), z
-
-                (loss, z), d = jax.value_and_grad(total, has_aux=True)(p)
-                extra = dict(logits=z, sample_idx=idx, epoch=epoch) if setup.kind == "saf" else {}
-                upd, o = setup.tx.update(d, o, p, **extra)
-            cos = _cos(d, prev)
-            return (optax.apply_updates(p, upd), o, d), (loss, pert, cos)
-
-        (params, opt_state, prev), (loss, pert, cos) = jax.lax.scan(
-            body, (params, opt_state, prev), perm.reshape(steps, batch_size))
-        return params, opt_state, prev, {"loss": loss.mean(), "perturbation_norm": pert.mean(),
-                                         "direction_cos": cos[1:].mean()}
-
-    return jax.jit(jax.vmap(one_run, in_axes=(0, 0, 0, 0, 0, None)))
-
-
-def _keys(seeds: list[int], epoch: int, salt: int) -> jax.Array:
-    return jnp.stack([jax.random.key_data(jax.random.fold_in(jax.random.fold_in(jax.random.key(s), salt), epoch))
-                      for s in seeds])
-
-
-def _setup(arm: str, cfg: SharpnessStudyConfig, task: dict) -> tuple[Callable, tuple, list[int]]:
-    """The arm's jitted epoch function, its initial (params, opt_state, previous direction), seeds."""
-    model = MLP(hidden=tuple(cfg.hidden), out=10)
-    n = cfg.n_train
-    setup = build_optimizer(optim_config(arm, cfg), steps_per_epoch=n // cfg.batch_size, epochs=cfg.epochs,
-                            num_examples=n, num_classes=10)
-    seeds = [s for _, s in task["runs"]]
-    params = init_stacked(model, task["x"].shape[1], seeds)
-    state = (params, jax.vmap(setup.tx.init)(params), jax.tree.map(jnp.zeros_like, params))
-    key = (arm, cfg)  # the task is a pure function of cfg: reuse the compiled epoch (training, then timing)
-    if key not in _EPOCH_FNS:
-        _EPOCH_FNS[key] = make_epoch_fn(model, setup, task["x"], n, cfg.batch_size)
-    return _EPOCH_FNS[key], state, seeds
-
-
-_EPOCH_FNS: dict = {}
-
-
-def time_kinds(cfg: SharpnessStudyConfig, task: dict) -> dict:
-    """Seconds per training step of each optimizer kind in ``cfg.arms``, measured interleaved.
-
-    Every kind's epoch function is compiled first; then ``timing_rounds`` rounds each time one
-    epoch of every kind in turn (so a change of machine load hits all kinds alike), at an epoch
-    where SAF's/MESA's trajectory term is active. Returns the median over rounds per kind."""
-    kinds = list(dict.fromkeys(parse_arm(a)[0] for a in cfg.arms))
-    y = jnp.asarray(task["y"])
-    keys = _keys([s for _, s in task["runs"]], 0, 3)
-    epoch = np.int32(max(cfg.epochs - 1, 0))
-    fns = {}
-    for k in kinds:
-        fn, state, _ = _setup(k, cfg, task)
-        jax.block_until_ready(fn(*state, y, keys, epoch))
-        fns[k] = (fn, state)
-    samples: dict[str, list[float]] = {k: [] for k in kinds}
-    steps = cfg.n_train // cfg.batch_size
-    for _ in range(cfg.timing_rounds):
-        for k, (fn, state) in fns.items():
-            t0 = time.perf_counter()
-            jax.block_until_ready(fn(*state, y, keys, epoch))
-            samples[k].append((time.perf_counter() - t0) / steps)
-    return {"step_time_s": {k: float(np.median(v)) for k, v in samples.items()}, "samples": samples}
-
-
-def train_arm(arm: str, cfg: SharpnessStudyConfig, task: dict, measure: Measure) -> dict:
-    """Train every (noise, seed) run of ``arm`` together; returns the per-run curves and finals."""
-    epoch_fn, (params, opt_state, prev), seeds = _setup(arm, cfg, task)
-    steps = cfg.n_train // cfg.batch_size
-    y = jnp.asarray(task["y"])
-    curves: dict[str, list] = {k: [] for k in ("epoch", "grad_ce", "grad_aace", "top_eigenvalue", "train_loss")}
-    per_epoch: dict[str, list] = {"test_accuracy": [], "perturbation_norm": [], "direction_cos": [], "loss": []}
-    times = []
-    for epoch in range(cfg.epochs):
-        t0 = time.perf_counter()
-        params, opt_state, prev, logs = epoch_fn(params, opt_state, prev, y, _keys(seeds, epoch, 0), np.int32(epoch))
-        jax.block_until_ready(params)
-        times.append(time.perf_counter() - t0)
-        for k in ("perturbation_norm", "direction_cos", "loss"):
-            per_epoch[k].append(np.asarray(logs[k]).tolist())
-        per_epoch["test_accuracy"].append(np.asarray(measure.test_acc(params)).tolist())
-        if (epoch + 1) % cfg.measure_every == 0 or epoch + 1 == cfg.epochs:
-            m = jax.device_get(measure.epoch(params, y, _keys(seeds, epoch, 1)))
-            curves["epoch"].append(epoch + 1)
-            for k in m:
-                curves[k].append(np.asarray(m[k]).tolist())
-    final = {k: np.asarray(v).tolist() for k, v in jax.device_get(measure.final(params, y, _keys(seeds, 0, 2))).items()}
-    return {"arm": arm, "runs": [list(r) for r in task["runs"]], "curves": curves, "per_epoch": per_epoch,
-            "final": final, "final_test_accuracy": per_epoch["test_accuracy"][-1],
-            "step_time_s": float(np.median(times[1:] if len(times) > 1 else times)) / steps,
-            "first_epoch_s": times[0], "steps_per_epoch": steps}
-
-
-# ---------------------------------------------------------------------------------------------
-# study, verdicts, report
-# ---------------------------------------------------------------------------------------------
+def render(s: dict) -> str:
+    """:data:`TEMPLATE` filled from the summary ``s`` (the title is dropped below a kept
+    hand-written head, see :func:`experiments.kit.report.write_report`)."""
+    cfg = s["config"]
+    return TEMPLATE.format(
+        verdicts=s["verdicts"], stem=STEM,
+        noise=", ".join(f"{z} {100 * np.mean(v):.1f} %" for z, v in s["realised_noise"].items()),
+        n_test=s["n_test"], hidden="-".join(str(h) for h in cfg["hidden"]), seeds=tuple(cfg["seeds"]),
+        n_runs=len(cfg["noise"]) * len(cfg["seeds"]),
+        wall=sum(r["step_time_s"] * r["steps_per_epoch"] * cfg["epochs"] for r in s["arms"].values()),
+        tables="".join(f"### {z}: final numbers (mean ± std over seeds)\n\n{t}\n\n" for z, t in s["tables"].items()),
+        **{k: cfg[k] for k in ("n_train", "epochs", "batch_size", "learning_rate", "schedule", "momentum",
+                               "weight_decay", "lanczos_iters", "trace_probes", "eps_steps", "timing_rounds")})
 
 
 def run_study(cfg: SharpnessStudyConfig, workdir: str, out: str | None, prov: dict | None = None) -> dict:
-    """Train (or reuse) every arm, then write the report into ``out`` (if given)."""
+    """Train (or reuse) every arm and the interleaved timing, then write the report into ``out`` (if given)."""
     t0 = time.perf_counter()
-    task = load_task(cfg)
-    model = MLP(hidden=tuple(cfg.hidden), out=10)
-    measure = Measure(model, cfg, task["x"], task["x_test"], task["y_test"])
+    data = task.load_task(cfg)
+    measure = task.Measure(MLP(hidden=tuple(cfg.hidden), out=10), cfg, data["x"], data["x_test"], data["y_test"])
     base = {k: v for k, v in cfg.to_dict().items() if k not in ("arms", "progress")}
-    arms = {}
+    results = {}
     for arm in cfg.arms:
         wd = os.path.join(workdir, arm.replace(":", "_rho"))
         res = finished_run(wd, dict(base, arm=arm))
         if res is None:
             ta = time.perf_counter()
-            res = write_run(wd, dict(base, arm=arm), train_arm(arm, cfg, task, measure))
+            res = write_run(wd, dict(base, arm=arm), task.train_arm(arm, cfg, data, measure))
             if cfg.progress:
-                acc = np.mean(res["final_test_accuracy"])
-                print(f"[sharpness] {arm}: mean test acc {100 * acc:.1f} %, {time.perf_counter() - ta:.0f} s",
-                      file=sys.stderr)
-        arms[arm] = res
+                print(f"[sharpness] {arm}: mean test acc {100 * np.mean(res['final_test_accuracy']):.1f} %, "
+                      f"{time.perf_counter() - ta:.0f} s", file=sys.stderr)
+        results[arm] = res
     wd = os.path.join(workdir, "_timing")
     timing = finished_run(wd, dict(base, arms=list(cfg.arms)))
     if timing is None:
-        timing = write_run(wd, dict(base, arms=list(cfg.arms)), time_kinds(cfg, task))
-    summary = {"config": cfg.to_dict(), "arms": arms, "timing": timing,
-               "labels": {a: arm_label(a, cfg) for a in cfg.arms},
-               "n_test": int(len(task["y_test"])),
-               "realised_noise": {z: [float(np.mean(task["y"][i] != task["y_clean"]))
-                                      for i, (zz, _) in enumerate(task["runs"]) if zz == z] for z in cfg.noise},
-               "study_wall_time_s": time.perf_counter() - t0}
-    summary["tables"] = tables(summary)
-    summary["verdicts"] = verdicts(summary)
+        timing = write_run(wd, dict(base, arms=list(cfg.arms)), task.time_kinds(cfg, data))
+    s = {"config": cfg.to_dict(), "arms": results, "timing": timing,
+         "labels": {a: arm_label(a, cfg) for a in cfg.arms}, "n_test": int(len(data["y_test"])),
+         "realised_noise": {z: [float(np.mean(data["y"][i] != data["y_clean"]))
+                                for i, (zz, _) in enumerate(data["runs"]) if zz == z] for z in cfg.noise},
+         "study_wall_time_s": time.perf_counter() - t0}
+    s["tables"] = task.tables(s)
+    s["verdicts"] = verdicts(s)
     if out:
-        md = os.path.join(out, f"{STEM}.md")
-        preamble = os.path.exists(md) and report.MARK in open(md).read()  # a hand-written head is kept
-        report.write_report(out, STEM, render(summary, heading=not preamble), data=_rounded(summary),
-                            plot=lambda p: plot(summary, p), prov=prov)
-    return summary
-
-
-def _rounded(obj: Any, digits: int = 5) -> Any:
-    """``obj`` with every float rounded to ``digits`` significant digits (a smaller report JSON)."""
-    if isinstance(obj, float):
-        return float(f"{obj:.{digits}g}")
-    if isinstance(obj, dict):
-        return {k: _rounded(v, digits) for k, v in obj.items()}
-    if isinstance(obj, (list, tuple)):
-        return [_rounded(v, digits) for v in obj]
-    return obj
-
-
-def _by_noise(res: dict, values: list, z: str) -> np.ndarray:
-    return np.asarray([v for (zz, _), v in zip(res["runs"], values) if zz == z], float)
-
-
-def _final(res: dict, key: str, z: str) -> np.ndarray:
-    if key == "test_accuracy":
-        return 100 * _by_noise(res, res["final_test_accuracy"], z)
-    return _by_noise(res, res["final"][key], z)
-
-
-def _curve(res: dict, group: str, key: str, z: str) -> np.ndarray:
-    """``[epochs, seeds]`` of a per-epoch or per-measurement curve, for noise ``z``."""
-    return np.stack([_by_noise(res, row, z) for row in res[group][key]])
-
-
-def _time(s: dict, arm: str) -> float:
-    return s["timing"]["step_time_s"][parse_arm(arm)[0]]
-
-
-def _rel_time(s: dict, arm: str) -> float:
-    t = s["timing"]["step_time_s"]
-    return _time(s, arm) / t["sgd"] if "sgd" in t else float("nan")
-
-
-def _pick(s: dict, kind: str) -> str | None:
-    return next((a for a in s["arms"] if parse_arm(a) == (kind, None)), None)
-
-
-def tables(s: dict) -> dict:
-    """One Markdown table per noise setting: accuracy, sharpness, cost, paired test vs SGD."""
-    out = {}
-    sgd = _pick(s, "sgd")
-    for z in s["config"]["noise"]:
-        rows = ["| arm | clean test acc (%) | vs SGD (paired) | λ_max | Hessian trace | ε-sharpness (ρ "
-                f"{s['config']['eps_rho']:g}) | time/step (ms) | × SGD | passes/step |",
-                "|---|---|---|---|---|---|---|---|---|"]
-        for a, res in s["arms"].items():
-            acc = _final(res, "test_accuracy", z)
-            vs = "—"
-            if sgd and a != sgd:
-                t = stats.paired_t_test(acc - _final(s["arms"][sgd], "test_accuracy", z))
-                vs = f"{t.fmt(2)} ({t.verdict})"
-            cells = [f"{acc.mean():.2f} ± {acc.std(ddof=1) if len(acc) > 1 else 0:.2f}", vs]
-            for k in ("top_eigenvalue", "trace", "eps_sharpness"):
-                v = _final(res, k, z)
-                cells.append(f"{v.mean():.3g} ± {v.std(ddof=1) if len(v) > 1 else 0:.2g}")
-            cells += [f"{1e3 * _time(s, a):.2f}", f"{_rel_time(s, a):.2f}", PASSES[parse_arm(a)[0]]]
-            rows.append(f"| {s['labels'][a]} | " + " | ".join(cells) + " |")
-        out[z] = "\n".join(rows)
-    return out
-
-
-def _claim(s: dict, a: str | None, b: str | None, z: str, key: str, better: str) -> tuple[str, stats.PairedTest]:
-    if a is None or b is None:
-        return "n/a", stats.paired_t_test(None)
-    t = stats.paired_t_test(_final(s["arms"][a], key, z) - _final(s["arms"][b], key, z), better=better)
-    return stats.claim_word(t.verdict), t
-
-
-def _spearman(x: np.ndarray, y: np.ndarray) -> tuple[float, float]:
-    from scipy.stats import spearmanr
-
-    r = spearmanr(x, y)
-    return float(r.statistic), float(r.pvalue)
-
-
-def correlations(s: dict) -> dict:
-    """Spearman ρ (and p) of each final sharpness measure with test accuracy over every run, per noise setting."""
-    out = {}
-    for z in s["config"]["noise"]:
-        acc = np.concatenate([_final(r, "test_accuracy", z) for r in s["arms"].values()])
-        out[z] = {k: _spearman(np.concatenate([_final(r, k, z) for r in s["arms"].values()]), acc)
-                  for k in ("top_eigenvalue", "trace", "eps_sharpness")}
-    return out
-
-
-def verdicts(s: dict) -> str:
-    """The report's verdict sentences, computed from the measured numbers."""
-    sgd, sam, aace = _pick(s, "sgd"), _pick(s, "sam"), _pick(s, "aace_sam")
-    cfg = s["config"]
-    lines = []
-    for z in cfg["noise"]:
-        lines.append(f"**{z}** ({len(cfg['seeds'])} seeds; paired t-tests at 5 %):")
-        # 1. mechanism
-        if sam and aace:
-            g_sam = _curve(s["arms"][sam], "curves", "grad_ce", z)
-            g_aace = _curve(s["arms"][aace], "curves", "grad_aace", z)
-            fall = g_sam[-1] / g_sam.max(axis=0)
-            grow, keep = g_aace[-1] / g_aace[0], g_aace[-1] / g_aace.max(axis=0)
-            i30 = int(0.3 * len(g_aace))
-            late_growth = g_aace[-1] / g_aace[i30]
-            ep30 = s["arms"][aace]["curves"]["epoch"][i30]
-            e = len(s["arms"][sam]["per_epoch"]["direction_cos"])
-            early, late = slice(max(1, e // 10), max(2, 3 * e // 10)), slice(max(0, 8 * e // 10), e)
-            c_sam = _curve(s["arms"][sam], "per_epoch", "direction_cos", z)
-            c_aace = _curve(s["arms"][aace], "per_epoch", "direction_cos", z)
-            t_fade = stats.paired_t_test(c_sam[early].mean(0) - c_sam[late].mean(0))
-            t_cons = stats.paired_t_test(c_aace[late].mean(0) - c_sam[late].mean(0))
-            p_aace = _curve(s["arms"][aace], "per_epoch", "perturbation_norm", z)
-            lines.append(
-                f"* AACE's mechanism: under SAM, ‖∇CE‖ on the training set ended at {fall.mean():.3f}× its peak "
-                f"(mean over seeds) → ∇CE vanishing **{'held' if fall.mean() < 0.1 else 'did not hold'}** "
-                f"(threshold 0.1×). Under AACE-SAM, ‖∇AACE‖ ended at {grow.mean():.2f}× its first measured value "
-                f"and {keep.mean():.2f}× its peak → ∇AACE does not vanish "
-                f"**{'held' if np.all(keep >= 0.5) else 'did not hold'}** (every seed ≥ 0.5× its peak); from epoch "
-                f"{ep30} to the end it changed by {late_growth.mean():.2f}× → ∇AACE still growing late in training "
-                f"**{'held' if np.all(late_growth > 1) else 'did not hold'}** (every seed > 1×); "
-                f"AACE-SAM's applied ‖ε‖ went from {p_aace[0].mean():.3g} (epoch 1) to "
-                f"{p_aace[-1].mean():.3g} (last epoch), SAM's is ρ by construction. Cosine between consecutive SAM "
-                f"ascent directions, early (epochs {early.start + 1}–{early.stop}) minus late (last "
-                f"{e - late.start}): {t_fade.fmt(3)} → SAM's direction becomes less consistent late "
-                f"**{stats.claim_word(t_fade.verdict)}**; late-phase cosine AACE-SAM minus SAM: {t_cons.fmt(3)} → "
-                f"AACE keeps a more consistent direction **{stats.claim_word(t_cons.verdict)}**.")
-        # 2. ordering and SAF/MESA
-        w1, t1 = _claim(s, aace, sam, z, "test_accuracy", "higher")
-        w2, t2 = _claim(s, sam, sgd, z, "test_accuracy", "higher")
-        lines.append(f"* AACE-SAM ≥ SAM ≥ SGD (recommended ρ, clean test accuracy): AACE-SAM − SAM {t1.fmt(2)} pp "
-                     f"→ **{w1}**; SAM − SGD {t2.fmt(2)} pp → **{w2}** (\"held\" = significantly better; "
-                     "\"not resolved\" = no significant difference).")
-        for kind in ("sam", "aace_sam"):
-            sweep = [a for a in s["arms"] if parse_arm(a)[0] == kind]
-            if len(sweep) > 1 and sgd:
-                best = max(sweep, key=lambda a: _final(s["arms"][a], "test_accuracy", z).mean())
-                w, t = _claim(s, best, sgd, z, "test_accuracy", "higher")
-                lines.append(f"* Best {NAMES[kind]} of the ρ sweep (picked on the test set: an oracle, optimistic) is "
-                             f"{s['labels'][best]}: − SGD {t.fmt(2)} pp → beats SGD **{w}**.")
-        for kind in ("saf", "mesa"):
-            a = _pick(s, kind)
-            if a is None or sam is None or sgd is None:
-                continue
-            wf, tf = _claim(s, a, sgd, z, "top_eigenvalue", "lower")
-            ws, ts = _claim(s, a, sam, z, "top_eigenvalue", "lower")
-            flat = wf == "held" and ws != "did not hold"
-            rel = _rel_time(s, a)
-            lines.append(f"* {NAMES[kind]} reaches SAM's flatness at SGD's cost: λ_max {NAMES[kind]} − SGD "
-                         f"{tf.fmt(3)} (flatter than SGD **{wf}**), {NAMES[kind]} − SAM {ts.fmt(3)} (not sharper than "
-                         f"SAM: {'yes' if ws != 'did not hold' else 'no'}); time per step {rel:.2f}× SGD's "
-                         f"(SAM {_rel_time(s, sam):.2f}×) → **{'held' if flat and rel <= 1.25 else 'did not hold'}** "
-                         "(criteria: significantly flatter than SGD, not significantly sharper than SAM, ≤ 1.25× "
-                         "SGD's time per step).")
-        corr = correlations(s)[z]
-        lines.append("* Sharpness vs generalisation over all runs (Spearman rank correlation with test accuracy; "
-                     "negative = sharper generalises worse): " + ", ".join(
-                         f"{k.replace('_', ' ')} ρ_s = {r:+.2f} (p = {p:.2g})" for k, (r, p) in corr.items()) + ".")
-        lines.append("")
-    return "\n".join(lines)
-
-
-def render(s: dict, heading: bool = True) -> str:
-    """The generated Markdown: verdicts, setting, one table per noise setting, the figures
-    (under a title unless ``heading`` is False: the report's hand-written head has it)."""
-    cfg = s["config"]
-    noise = ", ".join(f"{z} {100 * np.mean(v):.1f} %" for z, v in s["realised_noise"].items())
-    wall = sum(r["step_time_s"] * r["steps_per_epoch"] * cfg["epochs"] for r in s["arms"].values())
-    title = "# Sharpness studies: AACE's mechanism, the SAM family under label noise, sharpness vs accuracy\n"
-    parts = [title] if heading else []
-    parts += ["### Verdicts (computed from the numbers below)\n", s["verdicts"],
-             f"Setting: digits, fixed stratified subset of {cfg['n_train']} training images (noisy labels, "
-             f"realised rates: {noise}), {s['n_test']} clean test images; MLP 64-"
-             + "-".join(str(h) for h in cfg["hidden"]) + f"-10; {cfg['epochs']} epochs, batch {cfg['batch_size']}, "
-             f"SGD lr {cfg['learning_rate']:g} ({cfg['schedule']}) momentum {cfg['momentum']:g}, coupled weight decay "
-             f"{cfg['weight_decay']:g}; seeds {tuple(cfg['seeds'])} (same init, noise draw and shuffling for every "
-             "arm). "
-             f"Sharpness is measured on the training loss (CE on the noisy training labels, no weight decay): λ_max by "
-             f"Lanczos ({cfg['lanczos_iters']} steps), trace by Hutchinson ({cfg['trace_probes']} probes), ε-sharpness "
-             f"by {cfg['eps_steps']} projected ascent steps. Time per step: median over {cfg['timing_rounds']} "
-             f"interleaved rounds of one jitted epoch of each optimizer (all {len(cfg['noise']) * len(cfg['seeds'])} "
-             "runs vmapped, compile excluded, SAF/MESA term active) / steps, on a shared, loaded 2-core CPU "
-             f"(indicative only; the training steps of all arms took {wall:.0f} s, "
-             "without compilation and measurements). At this scale a step is dominated by fixed "
-             "per-operation overhead, not by the passes it makes, so the measured ratios understate the nominal "
-             "cost of a second pass (column passes/step).\n"]
-    for z, t in s["tables"].items():
-        parts += [f"### {z}: final numbers (mean ± std over seeds)\n", t + "\n"]
-    parts += [f"![mechanism]({STEM}.png)\n",
-              "Mechanism figure: per epoch, mean over seeds (log scale), for SGD, SAM and AACE-SAM: ‖∇CE‖ and "
-              "‖∇AACE‖ on the training set, the applied ‖ε‖, the cosine between consecutive ascent directions and "
-              "the top Hessian eigenvalue.\n",
-              f"![scatter]({STEM}_scatter.png)\n"]
-    return "\n".join(parts)
-
-
-def plot(s: dict, path: str) -> None:
-    """``path``: the mechanism curves (rows = noise settings); ``<path>_scatter.png``: λ_max vs accuracy."""
-    import matplotlib
-
-    matplotlib.use("Agg")
-    import matplotlib.pyplot as plt
-
-    noise = s["config"]["noise"]
-    arms = [a for a in (_pick(s, k) for k in ("sgd", "sam", "aace_sam")) if a]
-    panels = [("curves", "grad_ce", "‖∇CE‖"), ("curves", "grad_aace", "‖∇AACE‖"),
-              ("per_epoch", "perturbation_norm", "applied ‖ε‖"), ("per_epoch", "direction_cos", "cos(d_t, d_{t−1})"),
-              ("curves", "top_eigenvalue", "λ_max")]
-    palette = list(plt.cm.tab10.colors) + list(plt.cm.Dark2.colors)
-    colors = {a: palette[i % len(palette)] for i, a in enumerate(s["arms"])}
-    fig, axes = plt.subplots(len(noise), len(panels), figsize=(4 * len(panels), 3.2 * len(noise)), squeeze=False)
-    for i, z in enumerate(noise):
-        for j, (group, key, title) in enumerate(panels):
-            ax = axes[i, j]
-            for a in arms:
-                r = s["arms"][a]
-                c = _curve(r, group, key, z)
-                ep = r["curves"]["epoch"] if group == "curves" else list(range(1, len(c) + 1))
-                if key == "perturbation_norm" and parse_arm(a)[0] == "sgd":
-                    continue
-                ax.plot(ep, c.mean(1), label=s["labels"][a], color=colors[a])
-                ax.fill_between(ep, c.min(1), c.max(1), alpha=0.2, color=colors[a])
-            if key != "direction_cos":
-                ax.set_yscale("log")
-            ax.set_title(f"{z}: {title}")
-            ax.set_xlabel("epoch")
-        axes[i, 0].legend(fontsize=7)
-    fig.tight_layout()
-    fig.savefig(path, dpi=90)
-    plt.close(fig)
-    keys = [("top_eigenvalue", "final λ_max"), ("trace", "final Hessian trace"), ("eps_sharpness", "ε-sharpness")]
-    fig, axes = plt.subplots(len(noise), len(keys), figsize=(4.5 * len(keys), 3.6 * len(noise)), squeeze=False)
-    corr = correlations(s)
-    for i, z in enumerate(noise):
-        for j, (k, title) in enumerate(keys):
-            ax = axes[i, j]
-            for a, r in s["arms"].items():
-                ax.scatter(_final(r, k, z), _final(r, "test_accuracy", z), s=16, color=colors[a],
-                           marker="o" if parse_arm(a)[1] is None else "^", label=s["labels"][a])
-            ax.set_xlabel(title)
-            ax.set_ylabel("clean test accuracy (%)")
-            ax.set_title(f"{z}: Spearman {corr[z][k][0]:+.2f}")
-    handles, labels = axes[0, 0].get_legend_handles_labels()
-    fig.legend(handles, labels, loc="center right", fontsize=8)
-    fig.tight_layout(rect=(0, 0, 0.84, 1))
-    fig.savefig(path[: -len(".png")] + "_scatter.png", dpi=90)
-    plt.close(fig)
+        report.write_report(out, STEM, render(s), data=report.rounded(s),
+                            plot=lambda p: task.plot(s, p), prov=prov)
+    return s
 
 
 def _run(a: cli.StudyArgs) -> dict:
-    cfg = cli.parse_study_config(a.configs, a.bindings, _Gin)
-    return run_study(cfg, a.workdir, a.report_dir, a.provenance)
+    return run_study(cli.parse_study_config(a.configs, a.bindings, _Gin), a.workdir, a.report_dir, a.provenance)
 
 
 def _print(s: dict) -> None:

@@ -1,6 +1,6 @@
 """Training helpers for small models on flat features, several seeds at once (``jax.vmap``).
 
-Used by :mod:`experiments.distill` and :mod:`experiments.regression` (the model itself is the
+Used by :mod:`experiments.tasks.distill` and :mod:`experiments.tasks.regression` (the model itself is the
 kit's :class:`experiments.kit.mlp.MLP`, re-exported here):
 
 * :func:`init_stacked` — parameters of one model per seed, stacked along a leading axis.

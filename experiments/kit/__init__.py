@@ -8,10 +8,10 @@ its smoke bindings, how one arm trains, and its report template — and hands th
   ``--config.<selector>.<param>=<value>``, ``--data_dir``, ``--workdir``, ``--smoke``,
   ``--write_report``, ``--out``, ``--no_progress``) and one gin parser with clean errors.
 * :mod:`experiments.kit.runs` — the finished-run contract (``results.json`` records the config; a
-  rerun skips a finished run and refuses a different config in the same directory).
-* :mod:`experiments.kit.stats` — the paired t-test and its verdict words.
+  rerun skips a finished run and refuses a different config, or an older layout, in the same directory).
+* :mod:`experiments.kit.stats` — the paired t-test and its verdict words; Spearman's ρ.
 * :mod:`experiments.kit.report` — provenance (commit, command, date) and writing a report's
-  Markdown, JSON and figure.
+  Markdown (title dropped below a kept hand-written preamble), JSON (``rounded`` floats) and figure.
 * :mod:`experiments.kit.mlp` — the one ReLU MLP of the studies.
 
 The split follows big_vision (trainer, configs and models kept apart, configs are documentation

@@ -31,7 +31,7 @@ from collections.abc import Sequence
 
 import numpy as np
 
-__all__ = ["VERDICTS", "PairedTest", "paired_t_test", "claim_word"]
+__all__ = ["VERDICTS", "PairedTest", "paired_t_test", "claim_word", "spearman"]
 
 VERDICTS = ("better", "worse", "no significant difference", "n/a")
 _CLAIM = {"better": "held", "worse": "did not hold", "no significant difference": "not resolved", "n/a": "n/a"}
@@ -116,3 +116,26 @@ def claim_word(verdict: str) -> str:
     if verdict not in _CLAIM:
         raise ValueError(f"`verdict` must be one of {VERDICTS}, got {verdict!r}.")
     return _CLAIM[verdict]
+
+
+def spearman(x: Sequence[float], y: Sequence[float]) -> tuple[float, float]:
+    """Spearman's rank correlation ρ_s of ``x`` and ``y`` and its two-sided p-value (Spearman 1904,
+    *The proof and measurement of association between two things*, Am. J. Psychol. 15(1)):
+    Pearson's correlation of the ranks (ties get their mean rank), p from the t distribution with
+    ``n − 2`` degrees of freedom (``scipy.stats.spearmanr``). NaN when undefined (a constant input).
+
+    Raises:
+      ValueError: ``x`` and ``y`` differ in length.
+
+    Example:
+      >>> r, p = spearman([1.0, 2.0, 3.0, 4.0], [10.0, 20.0, 25.0, 100.0])
+      >>> round(r, 5), round(p, 5)
+      (1.0, 0.0)
+    """
+    a, b = np.asarray(x, dtype=float).ravel(), np.asarray(y, dtype=float).ravel()
+    if a.size != b.size:
+        raise ValueError(f"`x` and `y` must have the same length, got {a.size} and {b.size}.")
+    from scipy import stats
+
+    r = stats.spearmanr(a, b)
+    return float(r.statistic), float(r.pvalue)

@@ -8,6 +8,7 @@ from lossjax.kernels.linear_head import LinearHeadOutput, linear_ce_head
 from lossjax.kernels.linear_kd import DIVERGENCES, linear_kd_loss
 from lossjax.kernels.linear_preference import (
     linear_dpo_loss,
+    linear_kto_loss,
     linear_orpo_loss,
     linear_sequence_logprob,
     linear_spo_loss,
@@ -33,6 +34,7 @@ __all__ = [
     "linear_ce_head",
     "linear_dpo_loss",
     "linear_kd_loss",
+    "linear_kto_loss",
     "linear_orpo_loss",
     "linear_sequence_logprob",
     "linear_spo_loss",

@@ -12,7 +12,8 @@ in interpret mode (CPU tests) and compiled through Pallas-Triton on CUDA GPUs.
   :func:`_fwd_kernel`); ``'nested'`` (default) nests the D loop inside the tile loop. Neither E
   nor C is padded: the last row tile is clamped to ``[N - bn, N)`` and the last vocabulary tile to
   ``[V - bv, V)``; re-read columns are masked and re-computed rows are written twice with identical
-  values.
+  values. A static ``stats`` flag (used by :func:`lossjax.kernels.linear_ce_head`) also carries the
+  entropy accumulator ``sum_v exp(z_v - max) z_v`` and a running argmax; the default compiles without them.
 * Backward ("B1"): for each vocabulary super-chunk of ``bwd_chunk`` columns a Pallas kernel writes the
   gradient tile ``G = dloss/dlogits`` (fused recompute, softmax, one-hot, softcap derivative and optional
   filter) in the operand dtype, and XLA runs ``dE += G C_chunk`` and ``dC_chunk = G^T E``. Extra memory is
@@ -47,7 +48,7 @@ from lossjax.kernels.linear_ce_common import (
 from lossjax.kernels.linear_ce_config import PallasConfig, device_core_count
 
 __all__ = ["pallas_nll_lse", "pallas_rows", "pallas_lse_partials", "pallas_grad_logits", "is_power_of_two",
-           "compiler_params"]
+           "compiler_params", "fit_pallas", "pallas_head_stats"]
 
 
 def is_power_of_two(x: int) -> bool:
@@ -100,20 +101,33 @@ def _bias_softcap(acc, b_ref, v0, bv, softcap):
     return apply_softcap(acc, softcap)
 
 
-def _online_tile(z, state, v0, j, *, iota, tcol, n_tiles, bv, smooth):
+def _online_tile(z, state, v0, j, *, iota, tcol, n_tiles, bv, smooth, stats=False):
     """Fold the capped logit tile ``z`` of vocabulary tile ``j`` (loaded from column ``v0``) into the
-    forward state ``(max, sum, target logit, logit sum)``; re-read and out-of-range columns are masked."""
-    m, s, zt, sz = state
+    forward state ``(max, sum, target logit, logit sum)``; re-read and out-of-range columns are masked.
+
+    With ``stats`` the state also carries the entropy accumulator ``u = sum_v exp(z_v - max) z_v``
+    (rescaled with the sum) and the running (best logit, argmax), the first index on ties."""
+    m_old, s, zt, sz = state[:4]
     cols = v0 + iota
     keep = jnp.logical_and(cols >= j * bv, j < n_tiles)
-    m, s = online_lse_update(m, s, jnp.where(keep, z, -jnp.inf))
+    zm = jnp.where(keep, z, -jnp.inf)
+    m, s = online_lse_update(m_old, s, zm)
     zt = zt + jnp.sum(jnp.where(jnp.logical_and(cols == tcol, keep), z, 0.0), axis=1)
     if smooth:
         sz = sz + jnp.sum(jnp.where(keep, z, 0.0), axis=1)
-    return m, s, zt, sz
+    if not stats:
+        return m, s, zt, sz
+    u, best, arg = state[4:]
+    shift = jnp.where(m == -jnp.inf, 0.0, m)
+    u = u * jnp.exp(m_old - shift) + jnp.sum(jnp.exp(zm - shift[:, None]) * jnp.where(keep, z, 0.0), axis=1)
+    tmax = jnp.max(zm, axis=1)
+    hit = jnp.min(jnp.where(zm == tmax[:, None], cols, jnp.iinfo(jnp.int32).max), axis=1)
+    better = tmax > best
+    return m, s, zt, sz, u, jnp.where(better, tmax, best), jnp.where(better, hit, arg)
 
 
-def _fwd_kernel(*refs, n, vocab, dim, bn, bv, bd, per, n_tiles, softcap, smooth, has_bias, prec, flat):
+def _fwd_kernel(*refs, n, vocab, dim, bn, bv, bd, per, n_tiles, softcap, smooth, has_bias, prec, flat,
+                stats=False, inv_temp=1.0):
     """Program (i, s): rows [r0, r0+bn) against the s-th share of ``per`` vocabulary tiles.
 
     ``flat=False`` (``fwd_loop='nested'``): a loop over tiles, each a loop over the D slices.
@@ -121,11 +135,15 @@ def _fwd_kernel(*refs, n, vocab, dim, bn, bv, bd, per, n_tiles, softcap, smooth,
     pipeliner (``num_stages``) keeps prefetching E and C slices across tile boundaries instead of
     draining at the end of every tile; the online (max, sum) epilogue runs under ``lax.cond`` on the
     last slice of each tile (the layout of Triton's persistent matmul). Same values either way.
+    ``stats``: also the entropy accumulator and running argmax (:func:`_online_tile`); ``inv_temp``
+    scales the capped logits (``z / T``).
     """
+    n_out = 7 if stats else 4
+    out_refs = refs[-n_out:]
     if has_bias:
-        e_ref, c_ref, b_ref, t_ref, m_ref, s_ref, zt_ref, sz_ref = refs
+        e_ref, c_ref, b_ref, t_ref = refs[:-n_out]
     else:
-        e_ref, c_ref, t_ref, m_ref, s_ref, zt_ref, sz_ref = refs
+        e_ref, c_ref, t_ref = refs[:-n_out]
         b_ref = None
     i = pl.program_id(0)
     sp = pl.program_id(1)
@@ -133,8 +151,14 @@ def _fwd_kernel(*refs, n, vocab, dim, bn, bv, bd, per, n_tiles, softcap, smooth,
     tcol = t_ref[pl.ds(r0, bn)][:, None]
     iota = lax.broadcasted_iota(jnp.int32, (1, bv), 1)
     f32 = jnp.float32
-    fold = functools.partial(_online_tile, iota=iota, tcol=tcol, n_tiles=n_tiles, bv=bv, smooth=smooth)
+    fold = functools.partial(_online_tile, iota=iota, tcol=tcol, n_tiles=n_tiles, bv=bv, smooth=smooth,
+                             stats=stats)
     state0 = (jnp.full((bn,), -jnp.inf, f32), jnp.zeros((bn,), f32), jnp.zeros((bn,), f32), jnp.zeros((bn,), f32))
+    if stats:
+        state0 = state0 + (jnp.zeros((bn,), f32), jnp.full((bn,), -jnp.inf, f32), jnp.zeros((bn,), jnp.int32))
+
+    def capped(z):
+        return z if inv_temp == 1.0 else z * inv_temp
 
     def tile_origin(jj):
         j = sp * per + jj
@@ -144,9 +168,9 @@ def _fwd_kernel(*refs, n, vocab, dim, bn, bv, bd, per, n_tiles, softcap, smooth,
         def body(jj, state):
             j, v0 = tile_origin(jj)
             z = _logit_tile(e_ref, c_ref, b_ref, r0, v0, bn=bn, bv=bv, bd=bd, dim=dim, softcap=softcap, prec=prec)
-            return fold(z, state, v0, j)
+            return fold(capped(z), state, v0, j)
 
-        m, s, zt, sz = lax.fori_loop(0, per, body, state0)
+        state = lax.fori_loop(0, per, body, state0)
     else:
         kd = dim // bd
 
@@ -160,19 +184,22 @@ def _fwd_kernel(*refs, n, vocab, dim, bn, bv, bd, per, n_tiles, softcap, smooth,
             def epilogue(carry):
                 acc, state = carry
                 z = _bias_softcap(acc, b_ref, v0, bv, softcap)
-                return jnp.zeros_like(acc), fold(z, state, v0, j)
+                return jnp.zeros_like(acc), fold(capped(z), state, v0, j)
 
             return lax.cond(k == kd - 1, epilogue, lambda carry: carry, (acc, state))
 
-        _, (m, s, zt, sz) = lax.fori_loop(0, per * kd, body, (jnp.zeros((bn, bv), f32), state0))
-    m_ref[sp, pl.ds(r0, bn)] = m
-    s_ref[sp, pl.ds(r0, bn)] = s
-    zt_ref[sp, pl.ds(r0, bn)] = zt
-    sz_ref[sp, pl.ds(r0, bn)] = sz
+        _, state = lax.fori_loop(0, per * kd, body, (jnp.zeros((bn, bv), f32), state0))
+    for ref, val in zip(out_refs, state):
+        ref[sp, pl.ds(r0, bn)] = val
 
 
-def pallas_lse_partials(e, c, bias, targets, cfg: LinearCEConfig):
-    """Run the forward kernel; returns per-split partials ``(M, S, z_t, sum z)``, each [splits, N] f32."""
+def pallas_lse_partials(e, c, bias, targets, cfg: LinearCEConfig, *, stats: bool = False, inv_temp: float = 1.0):
+    """Run the forward kernel; returns per-split partials ``(M, S, z_t, sum z)``, each [splits, N] f32.
+
+    ``stats=True`` appends ``(U, best, argmax)`` (f32, f32, int32): the entropy accumulator
+    ``sum_v exp(z_v - M) z_v`` and the best logit and its first index within the split. ``inv_temp``
+    multiplies the capped logits. Both are static; the defaults compile the plain cross-entropy kernel.
+    """
     n, dim = e.shape
     vocab = c.shape[0]
     bn, bv, bd = cfg.block_n, cfg.block_v, cfg.block_d
@@ -183,19 +210,22 @@ def pallas_lse_partials(e, c, bias, targets, cfg: LinearCEConfig):
         _fwd_kernel, flat=cfg.fwd_loop == "flat", n=n, vocab=vocab, dim=dim, bn=bn, bv=bv, bd=bd, per=per,
         n_tiles=n_tiles,
         softcap=cfg.softcap, smooth=bool(cfg.label_smoothing), has_bias=bias is not None,
-        prec=matmul_precision(e.dtype),
+        prec=matmul_precision(e.dtype), stats=stats, inv_temp=float(inv_temp),
     )
     args = [e, c] + ([bias] if bias is not None else []) + [targets]
     out = _out_struct((splits, n), jnp.float32, *args)
+    outs = (out,) * 4
+    if stats:
+        outs = outs + (out, out, _out_struct((splits, n), jnp.int32, *args))
     return pl.pallas_call(
         kernel,
-        out_shape=(out, out, out, out),
+        out_shape=outs,
         grid=(-(-n // bn), splits),
         in_specs=[_full_spec(a.shape) for a in args],
-        out_specs=tuple(_full_spec((splits, n)) for _ in range(4)),
+        out_specs=tuple(_full_spec((splits, n)) for _ in outs),
         interpret=cfg.interpret,
         compiler_params=None if cfg.interpret else compiler_params(cfg),
-        name="lossjax_cce_fwd",
+        name="lossjax_cce_head_fwd" if stats else "lossjax_cce_fwd",
     )(*args)
 
 
@@ -329,8 +359,9 @@ def _largest_pow2_divisor(d: int, cap: int) -> int:
     return b
 
 
-def pallas_rows(e, c, bias, targets, cfg: LinearCEConfig, pconf: PallasConfig, gpu: bool):
-    """Per-row ``(nll, lse)`` of [N, D] rows via the Pallas kernels, with block sizes fitted to the shapes.
+def fit_pallas(e, c, targets, cfg: LinearCEConfig, pconf: PallasConfig, gpu: bool):
+    """Block sizes fitted to the shapes: ``(e, c, targets, cfg, pad_n)`` with E, C (and the targets)
+    padded where needed, or None when V is below one Triton tile (the caller then runs the chunked path).
 
     Pads only tiny dimensions (N below one tile, D not a multiple of 16 on GPU), never C along V. The
     default ``v_splits`` gives about two programs per core of the target device (:func:`device_core_count`).
@@ -339,7 +370,7 @@ def pallas_rows(e, c, bias, targets, cfg: LinearCEConfig, pconf: PallasConfig, g
     n, dim = e.shape
     vocab = c.shape[0]
     if not interpret and vocab < 16:  # below one Triton tile: the chunked path is exact and cheap here
-        return chunked_nll_lse(e, c, bias, targets, dataclasses.replace(cfg, block_v=vocab))
+        return None
     min_tile = 1 if interpret else 16  # Triton dots need >= 16 along every axis
     pad_n = max(0, min_tile - n)
     if dim % min_tile:
@@ -369,7 +400,38 @@ def pallas_rows(e, c, bias, targets, cfg: LinearCEConfig, pconf: PallasConfig, g
         num_warps=pconf.num_warps or (8 if not interpret else 4), num_stages=pconf.num_stages or 3,
         bwd_block_v=bwd_bv, bwd_chunk=chunk, fwd_loop=pconf.fwd_loop, bwd_impl=pconf.bwd_impl,
     )
+    return e, c, t, cfg, pad_n
+
+
+def pallas_rows(e, c, bias, targets, cfg: LinearCEConfig, pconf: PallasConfig, gpu: bool):
+    """Per-row ``(nll, lse)`` of [N, D] rows via the Pallas kernels, with block sizes fitted to the shapes
+    (:func:`fit_pallas`)."""
+    fit = fit_pallas(e, c, targets, cfg, pconf, gpu)
+    if fit is None:
+        return chunked_nll_lse(e, c, bias, targets, dataclasses.replace(cfg, block_v=c.shape[0]))
+    n = e.shape[0]
+    e, c, t, cfg, pad_n = fit
     nll, lse = pallas_nll_lse(e, c, bias, t, cfg)
     if pad_n:
         nll, lse = nll[:n], lse[:n]
     return nll, lse
+
+
+def pallas_head_stats(e, c, bias, targets, cfg: LinearCEConfig, inv_temp: float = 1.0):
+    """Per-row ``(nll, lse, entropy, argmax)`` (f32, f32, f32, int32) of ``z = softcap(E C^T + b) * inv_temp``
+    from the forward kernel with ``stats=True`` (a fitted ``cfg``, :func:`fit_pallas`; no label
+    smoothing). The split partials merge as ``S = sum_k S_k e^{M_k - M}``, ``U = sum_k U_k e^{M_k - M}``,
+    ``lse = M + log S``, ``H = lse - U / S``; the argmax is the smallest index among the splits holding
+    the best logit. Forward only: the caller supplies the gradient
+    (:func:`lossjax.kernels.linear_head.linear_ce_head` recomputes tiles with XLA)."""
+    vocab = c.shape[0]
+    m, s, zt, _, u, best, arg = pallas_lse_partials(e, c, bias, targets, cfg, stats=True, inv_temp=inv_temp)
+    m_all = jnp.max(m, axis=0)
+    w = jnp.exp(m - jnp.where(m_all == -jnp.inf, 0.0, m_all)[None])
+    s_all, u_all = jnp.sum(s * w, axis=0), jnp.sum(u * w, axis=0)
+    lse = m_all + jnp.log(s_all)
+    ent = lse - u_all / s_all
+    nll = jnp.where(targets != cfg.ignore_index, lse - jnp.sum(zt, axis=0), 0.0)
+    top = jnp.max(best, axis=0)
+    arg = jnp.min(jnp.where(best == top[None], arg, vocab), axis=0)
+    return nll, lse, ent, arg.astype(jnp.int32)

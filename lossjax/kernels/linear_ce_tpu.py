@@ -10,7 +10,8 @@ the last grid axis (``ARBITRARY``), the running state lives in VMEM scratch, and
   ``[bn, D]`` stays resident, C blocks ``[bv, D]`` stream through VMEM; each step forms the f32 logit tile
   ``z = softcap(E C^T + b)`` ``[bn, bv]`` on the MXU and folds it into the online state (max ``M``, rescaled
   sum ``S``, target logit, and with label smoothing the logit sum) kept in ``[bn, 1]`` VMEM scratch. The
-  last vocabulary step writes ``lse = M + log S`` and ``nll``.
+  last vocabulary step writes ``lse = M + log S`` and ``nll``. A static ``stats`` flag (used by
+  :func:`lossjax.kernels.linear_ce_head`) adds the entropy accumulator and a running argmax.
 * Backward: two kernels, one per gradient (no atomics, no cross-core reduction), each recomputes the logit
   tile and forms ``G = dloss/dlogits`` in VMEM; one accumulates ``dE = G C`` over the vocabulary (grid
   ``(rows, vocab)``), the other ``dC = G^T E`` and ``db = sum_i G`` over the rows (grid ``(vocab, rows)``),
@@ -36,7 +37,8 @@ from jax.experimental.pallas import tpu as pltpu
 
 from lossjax.kernels.linear_ce_common import LinearCEConfig, apply_softcap, matmul_precision, softcap_grad_factor
 
-__all__ = ["TpuConfig", "tpu_nll_lse", "tpu_rows", "tpu_tiles", "vmem_budget_bytes", "DEFAULT_VMEM_BUDGET"]
+__all__ = ["TpuConfig", "tpu_nll_lse", "tpu_rows", "tpu_tiles", "tpu_head_stats", "vmem_budget_bytes",
+           "DEFAULT_VMEM_BUDGET"]
 
 # Conservative budget when the chip is unknown (lowering on a CPU host): the smallest scoped VMEM default
 # of the supported generations (v4: 16 MiB of VMEM per TensorCore), less headroom for Mosaic's internals.
@@ -191,8 +193,14 @@ def _split_refs(refs, has_bias: bool):
     return refs[:2] + (None,) + refs[2:]
 
 
-def _fwd_kernel(*refs, n, vocab, cfg: LinearCEConfig, has_bias, prec):
-    e_ref, c_ref, b_ref, t_ref, nll_ref, lse_ref, m_sc, s_sc, zt_sc, sz_sc = _split_refs(refs, has_bias)
+def _fwd_kernel(*refs, n, vocab, cfg: LinearCEConfig, has_bias, prec, stats=False, inv_temp=1.0):
+    """Online forward; ``stats`` adds the entropy accumulator ``U = sum_v exp(z_v - M) z_v`` (rescaled with
+    ``S``; ``H = lse - U / S``) and the running argmax (first index on ties), ``inv_temp`` scales ``z``."""
+    if stats:
+        (*ins, nll_ref, lse_ref, ent_ref, arg_ref, m_sc, s_sc, zt_sc, sz_sc, u_sc, best_sc, arg_sc) = refs
+    else:
+        *ins, nll_ref, lse_ref, m_sc, s_sc, zt_sc, sz_sc = refs
+    e_ref, c_ref, b_ref, t_ref = _split_refs(tuple(ins), has_bias)
     j = pl.program_id(1)
     bn, bv = e_ref.shape[0], c_ref.shape[0]
 
@@ -202,8 +210,14 @@ def _fwd_kernel(*refs, n, vocab, cfg: LinearCEConfig, has_bias, prec):
         s_sc[...] = jnp.zeros(s_sc.shape, jnp.float32)
         zt_sc[...] = jnp.zeros(zt_sc.shape, jnp.float32)
         sz_sc[...] = jnp.zeros(sz_sc.shape, jnp.float32)
+        if stats:
+            u_sc[...] = jnp.zeros(u_sc.shape, jnp.float32)
+            best_sc[...] = jnp.full(best_sc.shape, -jnp.inf, jnp.float32)
+            arg_sc[...] = jnp.zeros(arg_sc.shape, jnp.int32)
 
     z = _logits(e_ref[...], c_ref[...], b_ref, prec, cfg.softcap)
+    if inv_temp != 1.0:
+        z = z * inv_temp
     cols = j * bv + lax.broadcasted_iota(jnp.int32, (bn, bv), 1)
     keep = cols < vocab
     zm = jnp.where(keep, z, -jnp.inf)
@@ -216,6 +230,15 @@ def _fwd_kernel(*refs, n, vocab, cfg: LinearCEConfig, has_bias, prec):
     zt_sc[...] += jnp.sum(jnp.where(jnp.logical_and(cols == t, keep), z, 0.0), axis=1, keepdims=True)
     if cfg.label_smoothing:
         sz_sc[...] += jnp.sum(jnp.where(keep, z, 0.0), axis=1, keepdims=True)
+    if stats:
+        pz = jnp.exp(zm - shift)  # as in the sum above (CSE'd by the compiler)
+        u_sc[...] = u_sc[...] * jnp.exp(m_old - shift) + jnp.sum(pz * jnp.where(keep, z, 0.0), axis=1,
+                                                                  keepdims=True)
+        tmax = jnp.max(zm, axis=1, keepdims=True)
+        hit = jnp.min(jnp.where(zm == tmax, cols, jnp.iinfo(jnp.int32).max), axis=1, keepdims=True)
+        better = tmax > best_sc[...]
+        arg_sc[...] = jnp.where(better, hit, arg_sc[...])
+        best_sc[...] = jnp.where(better, tmax, best_sc[...])
 
     @pl.when(j == pl.num_programs(1) - 1)
     def _finish():
@@ -226,9 +249,12 @@ def _fwd_kernel(*refs, n, vocab, cfg: LinearCEConfig, has_bias, prec):
             nll = nll - (a / vocab) * sz_sc[...]
         nll_ref[...] = jnp.where(t != cfg.ignore_index, nll, 0.0)
         lse_ref[...] = lse
+        if stats:
+            ent_ref[...] = lse - u_sc[...] / s_sc[...]
+            arg_ref[...] = arg_sc[...]
 
 
-def _forward(e, c, bias, targets, cfg: LinearCEConfig, tiles: _Tiles):
+def _forward(e, c, bias, targets, cfg: LinearCEConfig, tiles: _Tiles, stats: bool = False, inv_temp: float = 1.0):
     n, dim = e.shape
     vocab = c.shape[0]
     bn, bv = tiles.bn, tiles.bv
@@ -243,18 +269,22 @@ def _forward(e, c, bias, targets, cfg: LinearCEConfig, tiles: _Tiles):
     row = jax.ShapeDtypeStruct((n, 1), jnp.float32)
     row_spec = pl.BlockSpec((bn, 1), lambda i, j: (i, 0))
     kernel = functools.partial(_fwd_kernel, n=n, vocab=vocab, cfg=cfg, has_bias=has_bias,
-                               prec=matmul_precision(e.dtype))
-    nll, lse = pl.pallas_call(
+                               prec=matmul_precision(e.dtype), stats=stats, inv_temp=float(inv_temp))
+    out_shape, scratch = (row, row), [pltpu.VMEM((bn, 1), jnp.float32) for _ in range(4)]
+    if stats:
+        out_shape += (row, jax.ShapeDtypeStruct((n, 1), jnp.int32))
+        scratch += [pltpu.VMEM((bn, 1), jnp.float32) for _ in range(2)] + [pltpu.VMEM((bn, 1), jnp.int32)]
+    outs = pl.pallas_call(
         kernel,
-        out_shape=(row, row),
+        out_shape=out_shape,
         grid=(pl.cdiv(n, bn), pl.cdiv(vocab, bv)),
         in_specs=in_specs,
-        out_specs=(row_spec, row_spec),
-        scratch_shapes=[pltpu.VMEM((bn, 1), jnp.float32) for _ in range(4)],
-        name="lossjax_cce_tpu_fwd",
+        out_specs=tuple(row_spec for _ in out_shape),
+        scratch_shapes=scratch,
+        name="lossjax_cce_tpu_head_fwd" if stats else "lossjax_cce_tpu_fwd",
         **_call_kwargs(tiles, ("parallel", "arbitrary")),
     )(*args)
-    return nll[:, 0], lse[:, 0]
+    return tuple(x[:, 0] for x in outs)
 
 
 def _bwd_kernel(*refs, n, vocab, cfg: LinearCEConfig, has_bias, prec, wrt):
@@ -394,6 +424,13 @@ def _bwd(cfg, tiles, res, cts):
 
 
 tpu_nll_lse.defvjp(_fwd, _bwd)
+
+
+def tpu_head_stats(e, c, bias, targets, cfg: LinearCEConfig, tiles: _Tiles, inv_temp: float = 1.0):
+    """Per-row ``(nll, lse, entropy, argmax)`` (f32, f32, f32, int32) of ``z = softcap(E C^T + b) * inv_temp``
+    from the forward kernel with the entropy accumulator and running argmax (``H = lse - U / S``). Forward
+    only: :func:`lossjax.kernels.linear_head.linear_ce_head` supplies the gradient (tile recompute)."""
+    return _forward(e, c, bias, targets.astype(jnp.int32), cfg, tiles, stats=True, inv_temp=inv_temp)
 
 
 def tpu_rows(e, c, bias, targets, cfg: LinearCEConfig, tconf: TpuConfig | None = None, on_tpu: bool | None = None):

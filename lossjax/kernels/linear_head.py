@@ -32,15 +32,17 @@ import jax.numpy as jnp
 from jax import lax
 from jax.typing import ArrayLike
 
-from lossjax.kernels.linear_ce import _shift_targets, _validate, linear_cross_entropy
+from lossjax.kernels.linear_ce import _shift_targets, _validate
 from lossjax.kernels.linear_ce_chunked import accumulate_tile_grads, grad_accumulators, tile_logits, vocab_tiles
 from lossjax.kernels.linear_ce_common import LinearCEConfig, softcap_grad_factor, vary_like
 from lossjax.kernels.linear_ce_config import ChunkedConfig, PallasConfig
+from lossjax.kernels.linear_ce_pallas import fit_pallas, pallas_head_stats
 from lossjax.kernels.linear_ce_reference import naive_logits
 from lossjax.kernels.linear_ce_sharded import data_parallel_rows, input_mesh, is_explicit, vocab_parallel_rows
+from lossjax.kernels.linear_ce_tpu import TpuConfig, _Tiles, tpu_head_stats, tpu_tiles
 from lossjax.kernels.linear_head_sharded import fold_init, fold_tile, head_vocab_parallel_stats
 
-__all__ = ["LinearHeadOutput", "linear_ce_head", "head_stats_chunked", "head_stats_naive"]
+__all__ = ["LinearHeadOutput", "linear_ce_head", "head_stats_chunked", "head_stats_naive", "head_stats_kernel"]
 
 
 class LinearHeadOutput(NamedTuple):
@@ -52,10 +54,10 @@ class LinearHeadOutput(NamedTuple):
       nll: per-token ``-log softmax(z)[t]`` (unweighted; 0 at ignored tokens, NaN at bad targets).
       logprob: per-token target log-probability ``-nll`` (0 at ignored tokens).
       lse: per-token f32 log-sum-exp of the (tempered) logits.
-      entropy: per-token entropy of ``softmax(z)`` (every token, ignored ones included), or None ('pallas').
-      argmax: per-token int32 argmax of the logits (first index on ties), or None ('pallas').
-      correct: per-token bool ``argmax == target`` (False at ignored tokens), or None ('pallas').
-      accuracy: mean of ``correct`` over the non-ignored tokens (0 if none), or None ('pallas').
+      entropy: per-token entropy of ``softmax(z)`` (every token, ignored ones included).
+      argmax: per-token int32 argmax of the logits (first index on ties).
+      correct: per-token bool ``argmax == target`` (False at ignored tokens).
+      accuracy: mean of ``correct`` over the non-ignored tokens (0 if none).
     """
 
     loss: jax.Array
@@ -63,10 +65,10 @@ class LinearHeadOutput(NamedTuple):
     nll: jax.Array
     logprob: jax.Array
     lse: jax.Array
-    entropy: jax.Array | None
-    argmax: jax.Array | None
-    correct: jax.Array | None
-    accuracy: jax.Array | None
+    entropy: jax.Array
+    argmax: jax.Array
+    correct: jax.Array
+    accuracy: jax.Array
 
 
 @dataclasses.dataclass(frozen=True)
@@ -162,6 +164,59 @@ def _bwd(hc: _HeadCfg, res, cts):
 head_stats_chunked.defvjp(_fwd, _bwd)
 
 
+@dataclasses.dataclass(frozen=True)
+class _KernelCfg:
+    """Static plan of the Pallas forward: 'pallas' (fitted :class:`LinearCEConfig`) or 'tpu' (+ tiles)."""
+
+    kind: str
+    cfg: LinearCEConfig
+    tiles: _Tiles | None = None
+
+
+def _kernel_forward(e, c, bias, targets, hc: _HeadCfg, kc: _KernelCfg):
+    inv = 1.0 / hc.temperature
+    if kc.kind == "tpu":
+        return tpu_head_stats(e, c, bias, targets, kc.cfg, kc.tiles, inv_temp=inv)
+    return pallas_head_stats(e, c, bias, targets, kc.cfg, inv_temp=inv)
+
+
+@functools.partial(jax.custom_vjp, nondiff_argnums=(4, 5))
+def head_stats_kernel(e, c, bias, targets, hc: _HeadCfg, kc: _KernelCfg):
+    """Per-row ``(nll, lse, entropy, argmax)`` from the Pallas forward kernels with the entropy accumulator
+    and running argmax (:func:`lossjax.kernels.linear_ce_pallas.pallas_head_stats`,
+    :func:`lossjax.kernels.linear_ce_tpu.tpu_head_stats`); the backward is the chunked path's tile recompute
+    (``hc.ce.block_v`` columns per XLA tile), which differentiates ``nll``, ``lse`` and ``entropy``."""
+    return _kernel_forward(e, c, bias, targets, hc, kc)
+
+
+def _kfwd(e, c, bias, targets, hc, kc):
+    nll, lse, ent, arg = _kernel_forward(e, c, bias, targets, hc, kc)
+    return (nll, lse, ent, arg), (e, c, bias, targets, lse, ent)
+
+
+def _kbwd(hc, kc, res, cts):
+    return _bwd(hc, res, cts)
+
+
+head_stats_kernel.defvjp(_kfwd, _kbwd)
+
+
+def _kernel_rows(e, c, bias, targets, hc: _HeadCfg, impl: str, config):
+    """Per-row statistics on impl 'pallas'/'tpu': tiles fitted to the shapes (padding as in
+    :func:`lossjax.kernels.linear_ce_pallas.pallas_rows`), the chunked path below one Triton tile."""
+    n = e.shape[0]
+    if impl == "tpu":
+        on_tpu = jax.default_backend() == "tpu"
+        tiles = tpu_tiles(n, c.shape[0], e.shape[1], jnp.dtype(e.dtype).itemsize, config or TpuConfig(), on_tpu)
+        return head_stats_kernel(e, c, bias, targets, hc, _KernelCfg("tpu", hc.ce, tiles))
+    fit = fit_pallas(e, c, targets, hc.ce, config or PallasConfig(), jax.default_backend() == "gpu")
+    if fit is None:
+        return head_stats_chunked(e, c, bias, targets, hc)
+    e, c, t, cfg, pad_n = fit
+    outs = head_stats_kernel(e, c, bias, t, hc, _KernelCfg("pallas", cfg))
+    return tuple(x[:n] for x in outs) if pad_n else outs
+
+
 def _is_real(x) -> bool:
     return isinstance(x, (int, float)) and not isinstance(x, bool)
 
@@ -213,12 +268,14 @@ def linear_ce_head(
     entropy accumulator and a running argmax; its ``custom_vjp`` recomputes each tile and differentiates
     ``nll``, ``lse`` and ``entropy`` (Wijmans et al., ICLR 2025, arXiv 2411.09009, Sec. 4; equations in
     this module's docstring). 'naive' materialises the f32 logits (the reference). 'pallas'/'tpu' run
-    the Pallas kernels of :func:`linear_cross_entropy` for ``nll``/``lse`` (temperature by scaling ``E``
-    and ``b``, so not together with ``softcap``) and leave ``entropy``/``argmax``/``correct``/``accuracy``
-    None. On Explicit meshes each device computes its own rows (``shard_map``), as in
-    :func:`linear_cross_entropy`; with ``vocab_axis`` the classifier is split over its vocabulary along
-    that mesh axis and never gathered: each device streams its shard and the per-row log-sum-exp, target
-    logit, entropy expectation and argmax are merged with ``pmax``/``psum``/``pmin``
+    the forward kernels of :func:`linear_cross_entropy` (Pallas-Triton layout, Mosaic-TPU) with a static
+    flag that adds the entropy accumulator ``U`` and the running argmax to their online state, and
+    temperature and softcap inside the kernel; their backward is the chunked path's tile recompute (XLA
+    GEMMs; it differentiates entropy too). On Explicit meshes, and for 'pallas'/'tpu' on any mesh, each
+    device computes its own rows (``shard_map``), as in :func:`linear_cross_entropy`; with ``vocab_axis``
+    the classifier is split over its vocabulary along that mesh axis and never gathered: each device
+    streams its shard and the per-row log-sum-exp, target logit, entropy expectation and argmax are
+    merged with ``pmax``/``psum``/``pmin``
     (:mod:`lossjax.kernels.linear_head_sharded`; Shoeybi et al., arXiv 1909.08053, Sec. 3).
 
     Args:
@@ -267,56 +324,48 @@ def linear_ce_head(
     cw = None if class_weights is None else _float_array(class_weights, "class_weights", (c.shape[0],))
     vocab = c.shape[0]
 
-    if plan.impl in ("pallas", "tpu"):
-        if vocab_axis is not None:
-            raise ValueError(f"vocab_axis needs impl='chunked' (or 'auto'), got impl={plan.impl!r}")
-        if softcap is not None and temperature != 1.0:
-            raise ValueError("impl='pallas'/'tpu' supports temperature only without softcap")
-        inv = 1.0 / temperature
-        e_t = e if temperature == 1.0 else (e * inv).astype(e.dtype)
-        b_t = b if (b is None or temperature == 1.0) else b * inv
-        nll, lse = linear_cross_entropy(e_t, c, t, bias=b_t, ignore_index=ignore_index, reduction="none",
-                                        softcap=softcap, return_lse=True, shift=shift, impl=plan.impl,
-                                        config=config)
-        nll = nll.astype(jnp.float32)
-        ent = arg = None
-        ts = _shift_targets(t, plan.shift, plan.cfg.ignore_index)
+    kernel = plan.impl in ("pallas", "tpu")
+    if vocab_axis is not None and plan.impl != "chunked":
+        raise ValueError(f"vocab_axis needs impl='chunked' (or 'auto'), got impl={plan.impl!r}")
+    # 'pallas'/'tpu': the chunked backward recomputes tiles of the backend's default chunked width
+    conf = ChunkedConfig() if kernel else (plan.config or ChunkedConfig())
+    ce = dataclasses.replace(plan.cfg, block_v=conf.resolved_block_v(jax.default_backend()))
+    hc = _HeadCfg(ce=ce, temperature=temperature)
+    if kernel:
+        stats = functools.partial(_kernel_rows, impl=plan.impl, config=plan.config)
     else:
-        conf = plan.config or ChunkedConfig()
-        ce = dataclasses.replace(plan.cfg, block_v=conf.resolved_block_v(jax.default_backend()))
-        hc = _HeadCfg(ce=ce, temperature=temperature)
         stats = head_stats_naive if plan.impl == "naive" else head_stats_chunked
 
-        def rows(e, c, b, t):
+    def rows(e, c, b, t):
+        lead = e.shape[:-1]
+        outs = stats(e.reshape(-1, e.shape[-1]), c, b, t.reshape(-1), hc)
+        return tuple(x.reshape(lead) for x in outs)
+
+    ts = _shift_targets(t, plan.shift, plan.cfg.ignore_index)
+    mesh = input_mesh(c, e, t, b, min_size=1 if vocab_axis is not None else 2)
+    if vocab_axis is not None:
+        if mesh is None or vocab_axis not in mesh.axis_names:
+            raise ValueError(f"vocab_axis={vocab_axis!r} is not an axis of the inputs' mesh; shard the inputs "
+                             "on a mesh or call under jax.set_mesh(mesh)")
+        local = functools.partial(head_vocab_parallel_stats, hc=hc, axis_name=vocab_axis, vocab=vocab)
+
+        def vp_rows(e, c, b, t):
             lead = e.shape[:-1]
-            outs = stats(e.reshape(-1, e.shape[-1]), c, b, t.reshape(-1), hc)
+            outs = local(e.reshape(-1, e.shape[-1]), c, b, t.reshape(-1))
             return tuple(x.reshape(lead) for x in outs)
 
-        ts = _shift_targets(t, plan.shift, plan.cfg.ignore_index)
-        mesh = input_mesh(c, e, t, b, min_size=1 if vocab_axis is not None else 2)
-        if vocab_axis is not None:
-            if plan.impl != "chunked":
-                raise ValueError(f"vocab_axis needs impl='chunked' (or 'auto'), got impl={plan.impl!r}")
-            if mesh is None or vocab_axis not in mesh.axis_names:
-                raise ValueError(f"vocab_axis={vocab_axis!r} is not an axis of the inputs' mesh; shard the inputs "
-                                 "on a mesh or call under jax.set_mesh(mesh)")
-            local = functools.partial(head_vocab_parallel_stats, hc=hc, axis_name=vocab_axis, vocab=vocab)
-
-            def vp_rows(e, c, b, t):
-                lead = e.shape[:-1]
-                outs = local(e.reshape(-1, e.shape[-1]), c, b, t.reshape(-1))
-                return tuple(x.reshape(lead) for x in outs)
-
-            nll, lse, ent, arg = vocab_parallel_rows(vp_rows, mesh, vocab_axis, e, c, b, ts,
-                                                     unshard_last=bool(plan.shift))
-        elif mesh is not None and is_explicit(mesh):
-            nll, lse, ent, arg = data_parallel_rows(rows, mesh, e, c, b, ts, unshard_last=bool(plan.shift))
-        else:
-            nll, lse, ent, arg = rows(e, c, b, ts)
+        nll, lse, ent, arg = vocab_parallel_rows(vp_rows, mesh, vocab_axis, e, c, b, ts,
+                                                 unshard_last=bool(plan.shift))
+    elif mesh is not None and (is_explicit(mesh) or kernel):
+        # Pallas kernels are opaque to the partitioner: per-device rows on Auto meshes too
+        nll, lse, ent, arg = data_parallel_rows(rows, mesh, e, c, b, ts, unshard_last=bool(plan.shift),
+                                                check_vma=not kernel)
+    else:
+        nll, lse, ent, arg = rows(e, c, b, ts)
     if plan.shift:
         cut = t.shape[-1] - plan.shift
         ts, nll, lse = (x[..., :cut] for x in (ts, nll, lse))
-        ent, arg = (None if x is None else x[..., :cut] for x in (ent, arg))
+        ent, arg = ent[..., :cut], arg[..., :cut]
         w = None if w is None else w[..., :cut]
     valid = ts != plan.cfg.ignore_index
     bad = valid & ((ts < 0) | (ts >= vocab))
@@ -337,10 +386,8 @@ def linear_ce_head(
         ce_red, z_red = jnp.sum(ce_rows), jnp.sum(z_rows)
     else:
         ce_red, z_red = ce_rows, z_rows
-    correct = accuracy = None
-    if arg is not None:
-        correct = valid & (arg == ts)
-        accuracy = jnp.sum(correct.astype(jnp.float32)) / jnp.maximum(count, 1.0)
+    correct = valid & (arg == ts)
+    accuracy = jnp.sum(correct.astype(jnp.float32)) / jnp.maximum(count, 1.0)
     return LinearHeadOutput(loss=(ce_red + z_red).astype(e.dtype), z_loss=z_red.astype(e.dtype), nll=nll,
                             logprob=jnp.where(valid, -nll, 0.0), lse=lse, entropy=ent, argmax=arg,
                             correct=correct, accuracy=accuracy)

@@ -1,4 +1,4 @@
-"""Fused-linear preference losses: sequence log-probabilities from hidden states, and DPO / SPO / ORPO.
+"""Fused-linear preference losses: sequence log-probabilities from hidden states, and DPO / SPO / ORPO / KTO.
 
 A sequence log-probability is a masked sum of target log-probabilities, i.e. minus the per-token linear
 cross-entropy summed over the sequence with the prompt and padding positions ignored:
@@ -8,10 +8,12 @@ cross-entropy summed over the sequence with the prompt and padding positions ign
 so it is computed by :func:`lossjax.kernels.linear_cross_entropy` (``reduction='none'``, masked positions
 set to ``ignore_index``) on any of its implementations and meshes (batch-sharded, and vocab-parallel with
 ``vocab_axis``), never forming the N x V logits. The final formulas are those of
-:func:`lossjax.losses.dpo_loss` and :func:`lossjax.losses.spo_loss`; ORPO is written here.
+:func:`lossjax.losses.dpo_loss`, :func:`lossjax.losses.spo_loss` and :func:`lossjax.losses.kto_loss`;
+ORPO is written here.
 
 Chosen / rejected responses are stacked on a leading axis of size 2: ``embeddings`` [2, ..., T, D] and
-``tokens`` [2, ..., T] (index 0 = chosen, 1 = rejected), so each head runs once over all tokens.
+``tokens`` [2, ..., T] (index 0 = chosen, 1 = rejected), so each head runs once over all tokens. KTO's
+examples are unpaired: ``embeddings`` [..., T, D] with a bool ``desirable`` [...].
 """
 
 from __future__ import annotations
@@ -24,9 +26,9 @@ from jax.typing import ArrayLike
 
 from lossjax.kernels.linear_ce import linear_cross_entropy
 from lossjax.kernels.linear_ce_config import ChunkedConfig, PallasConfig
-from lossjax.losses.preference import dpo_loss, spo_loss
+from lossjax.losses.preference import dpo_loss, kto_loss, spo_loss
 
-__all__ = ["linear_sequence_logprob", "linear_dpo_loss", "linear_spo_loss", "linear_orpo_loss"]
+__all__ = ["linear_sequence_logprob", "linear_dpo_loss", "linear_spo_loss", "linear_orpo_loss", "linear_kto_loss"]
 
 _IGNORE = -100
 
@@ -289,3 +291,121 @@ def linear_orpo_loss(
                                  config=config, vocab_axis=vocab_axis)
     log_odds = lp - jnp.log(-jnp.expm1(lp))
     return -lp[0] - lam * jax.nn.log_sigmoid(log_odds[0] - log_odds[1])
+
+
+def _sg(x):
+    return None if x is None else jax.lax.stop_gradient(jnp.asarray(x))
+
+
+def linear_kto_loss(
+    policy_embeddings: ArrayLike,
+    policy_classifier: ArrayLike,
+    tokens: ArrayLike,
+    desirable: ArrayLike,
+    mask: ArrayLike | None = None,
+    *,
+    ref_embeddings: ArrayLike | None = None,
+    ref_classifier: ArrayLike | None = None,
+    ref_logps: ArrayLike | None = None,
+    policy_bias: ArrayLike | None = None,
+    ref_bias: ArrayLike | None = None,
+    reference_point: ArrayLike | None = None,
+    kl_embeddings: ArrayLike | None = None,
+    kl_tokens: ArrayLike | None = None,
+    kl_mask: ArrayLike | None = None,
+    ref_kl_embeddings: ArrayLike | None = None,
+    ref_kl_logps: ArrayLike | None = None,
+    beta: float = 0.1,
+    desirable_weight: float = 1.0,
+    undesirable_weight: float = 1.0,
+    where: ArrayLike | None = None,
+    average: bool = False,
+    softcap: float | None = None,
+    impl: Literal["auto", "naive", "chunked", "pallas", "tpu"] = "auto",
+    config: ChunkedConfig | PallasConfig | None = None,
+    vocab_axis: str | None = None,
+) -> jax.Array:
+    r"""KTO from hidden states and classifiers, without the N x V logits.
+
+    Per example, with :math:`r = \log\pi_\theta(y|x) - \log\pi_{ref}(y|x)` and the reference point
+    :math:`z_0`: :math:`\lambda_D\,\sigma(\beta(z_0 - r))` for a desirable example and
+    :math:`\lambda_U\,\sigma(\beta(r - z_0))` for an undesirable one, i.e. :math:`\lambda_y - v(x, y)`
+    (Ethayarajh et al., "KTO: Model Alignment as Prospect Theoretic Optimization", ICML 2024,
+    arXiv 2402.01306, Sec. 4, Eq. 8; the final formula is :func:`lossjax.losses.kto_loss`). The sequence
+    log-probabilities come from :func:`linear_sequence_logprob`; the reference model enters under
+    ``stop_gradient``, as hidden states + classifier or as precomputed ``ref_logps`` [...].
+
+    The reference point is either ``reference_point`` (computed elsewhere), or the paper's batch estimate
+    ``max(0, mean_i [log pi_theta(y_i'|x_i) - log pi_ref(y_i'|x_i)])`` over mismatched pairs, whose
+    policy hidden states ``kl_embeddings`` [..., T', D] and tokens ``kl_tokens`` (``kl_mask``) you pass,
+    with the reference's as ``ref_kl_embeddings`` (scored by ``ref_classifier``) or ``ref_kl_logps``.
+    The KL pass runs forward only (everything in it is under ``stop_gradient``).
+
+    Args:
+      policy_embeddings: [..., T, D] hidden states of the examples; policy_classifier: [V, D].
+      tokens: integer [..., T]; desirable: bool [...]; mask: optional bool [..., T] (False at prompt /
+        padding).
+      ref_embeddings, ref_classifier: the reference model's [..., T, D_ref] and [V, D_ref], or
+      ref_logps: precomputed reference log-probabilities [...].
+      policy_bias, ref_bias: optional [V] biases.
+      reference_point: the KL reference point, or None (then the ``kl_*`` arguments).
+      kl_embeddings, kl_tokens, kl_mask: the policy's hidden states, tokens and mask of the mismatched pairs.
+      ref_kl_embeddings, ref_kl_logps: the reference's hidden states of the mismatched pairs, or their
+        log-probabilities [...].
+      beta, desirable_weight, undesirable_weight, where: see :func:`lossjax.losses.kto_loss`.
+      average, softcap, impl, config, vocab_axis: see :func:`linear_sequence_logprob`.
+
+    Returns:
+      Per-example losses [...].
+
+    Example:
+      >>> import jax, jax.numpy as jnp
+      >>> from lossjax.kernels import linear_kto_loss
+      >>> e = jax.random.normal(jax.random.key(0), (4, 5, 8))
+      >>> c = jax.random.normal(jax.random.key(1), (20, 8))
+      >>> y = jnp.zeros((4, 5), jnp.int32)
+      >>> des = jnp.array([True, True, False, False])
+      >>> kto = jax.jit(lambda e, c: linear_kto_loss(e, c, y, des, ref_embeddings=e, ref_classifier=c,
+      ...                                            reference_point=0.0, desirable_weight=1.5))
+      >>> [round(float(v), 5) for v in kto(e, c)]  # r = z_0 = 0: lambda_y / 2
+      [0.75, 0.75, 0.5, 0.5]
+    """
+    e = jnp.asarray(policy_embeddings)
+    if e.ndim < 2:
+        raise ValueError(f"policy_embeddings must have shape [..., T, D], got {e.shape}")
+    if (ref_logps is None) == (ref_embeddings is None or ref_classifier is None):
+        raise ValueError("give either ref_logps, or both ref_embeddings and ref_classifier")
+    if kl_embeddings is not None:
+        if kl_tokens is None:
+            raise ValueError("kl_embeddings needs kl_tokens (the tokens of the mismatched pairs)")
+        if ref_logps is not None and ref_kl_logps is None:
+            raise ValueError("with ref_logps, the KL estimate needs ref_kl_logps")
+        if ref_logps is None and ref_kl_embeddings is None:
+            raise ValueError("with ref_embeddings, the KL estimate needs ref_kl_embeddings")
+    elif kl_tokens is not None or kl_mask is not None or ref_kl_embeddings is not None or ref_kl_logps is not None:
+        raise ValueError("the kl_* arguments need kl_embeddings")
+    if (reference_point is None) == (kl_embeddings is None):
+        raise ValueError("give either reference_point, or kl_embeddings (the batch estimate of the reference point)")
+    if jnp.shape(desirable) != e.shape[:-2]:
+        raise ValueError(f"desirable must have the examples' batch shape {e.shape[:-2]}, got {jnp.shape(desirable)}")
+    kw = dict(average=average, softcap=softcap, impl=impl, config=config, vocab_axis=vocab_axis)
+    pol = linear_sequence_logprob(e, policy_classifier, tokens, mask, bias=policy_bias, **kw)
+    if ref_logps is not None:
+        ref = jnp.asarray(ref_logps)
+        if ref.shape != pol.shape:
+            raise ValueError(f"ref_logps must have shape {pol.shape} (the examples' batch shape), got {ref.shape}")
+    else:
+        ref = linear_sequence_logprob(_sg(ref_embeddings), _sg(ref_classifier), tokens, mask, bias=_sg(ref_bias),
+                                      **kw)
+    kl_pol = kl_ref = None
+    if kl_embeddings is not None:
+        kl_pol = linear_sequence_logprob(_sg(kl_embeddings), _sg(policy_classifier), kl_tokens, kl_mask,
+                                         bias=_sg(policy_bias), **kw)
+        if ref_logps is not None:
+            kl_ref = ref_kl_logps
+        else:
+            kl_ref = linear_sequence_logprob(_sg(ref_kl_embeddings), _sg(ref_classifier), kl_tokens, kl_mask,
+                                             bias=_sg(ref_bias), **kw)
+    return kto_loss(pol, jax.lax.stop_gradient(ref.astype(jnp.float32)), desirable, reference_point=reference_point,
+                    kl_policy_logps=kl_pol, kl_ref_logps=kl_ref, beta=beta, desirable_weight=desirable_weight,
+                    undesirable_weight=undesirable_weight, where=where)

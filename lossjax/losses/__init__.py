@@ -51,6 +51,7 @@ from lossjax.losses.coverage import (
     dco_loss,
     dco_loss_from_log_prob,
 )
+from lossjax.losses.cs_ib import conditional_cs_divergence, cs_ib_loss, cs_qmi
 from lossjax.losses.detection_score import dc_pdd_score, reference_log_frequencies
 from lossjax.losses.diagnostics import (
     softmax_collapse_fraction,
@@ -77,6 +78,12 @@ from lossjax.losses.focal import (
     softmax_focal_loss,
 )
 from lossjax.losses.gan import relativistic_average_gan_loss, relativistic_gan_loss
+from lossjax.losses.hyperbolic import (
+    hyperbolic_cross_entropy_loss,
+    hyperbolic_mlr_logits,
+    poincare_distance,
+    poincare_expmap0,
+)
 from lossjax.losses.ldr import (
     LDR_NORMALIZATIONS,
     aldr_kl_loss,
@@ -103,6 +110,7 @@ from lossjax.losses.nlm_direction import nlm_cosine
 from lossjax.losses.ordinal import ordinal_cross_entropy_loss, ordinal_logits
 from lossjax.losses.preference import (
     dpo_loss,
+    kto_loss,
     sequence_logprob,
     spo_loss,
 )
@@ -136,6 +144,7 @@ from lossjax.losses.robust import (
     reverse_cross_entropy_loss,
     symmetric_cross_entropy_loss,
 )
+from lossjax.losses.sauna import sauna_transform
 from lossjax.losses.segmentation import (
     cl_dice_loss,
     dice_semimetric_loss,
@@ -163,6 +172,8 @@ from lossjax.losses.stablemax import (
     stablemax_cross_entropy_loss,
     stablemax_log_transform,
 )
+from lossjax.losses.supcon_anchors import supcon_prototype_loss
+from lossjax.losses.superpixel import superpixel_pool
 from lossjax.losses.trajectory import (
     trajectory_kl_loss,
 )
@@ -198,6 +209,10 @@ __all__ = [
     "ACTIVE_LOSSES",
     "PASSIVE_LOSSES",
     "ldr_kl_loss",
+    "hyperbolic_cross_entropy_loss",
+    "hyperbolic_mlr_logits",
+    "poincare_distance",
+    "poincare_expmap0",
     "aldr_kl_loss",
     "LDR_NORMALIZATIONS",
     "softmax_focal_loss",
@@ -241,9 +256,12 @@ __all__ = [
     "sequence_logprob",
     "dpo_loss",
     "spo_loss",
+    "kto_loss",
     "multi_similarity_miner",
     "multi_similarity_loss",
     "supcon_loss",
+    "supcon_prototype_loss",
+    "superpixel_pool",
     "triplet_loss",
     "soft_triple_loss",
     "soft_triple_center_regularizer",
@@ -263,6 +281,7 @@ __all__ = [
     "jaccard_metric_loss",
     "dice_semimetric_loss",
     "sauna_jaccard_loss",
+    "sauna_transform",
     "stable_focal_l1_loss",
     "soft_dice_loss",
     "tversky_loss",
@@ -271,6 +290,9 @@ __all__ = [
     "cl_dice_loss",
     "eisl_loss",
     "cs_divergence",
+    "conditional_cs_divergence",
+    "cs_qmi",
+    "cs_ib_loss",
     "aggregate_response_loss",
     "input_gradient_penalty",
     "ce_input_gradient_penalty",

@@ -358,8 +358,56 @@ def mae_loss(
 
 
 def _safe_sqrt(x: jax.Array) -> jax.Array:
+    """``sqrt(max(x, 0))`` with a zero (not inf) gradient at 0; a NaN stays NaN."""
     pos = x > 0
-    return jnp.where(pos, jnp.sqrt(jnp.where(pos, x, 1.0)), 0.0)
+    return jnp.where(jnp.isnan(x), x, jnp.where(pos, jnp.sqrt(jnp.where(pos, x, 1.0)), 0.0))
+
+
+@jax.custom_jvp
+def _tangent_of(x: jax.Array) -> jax.Array:
+    """Value 0, derivative 1: carries the tangent of ``x`` (also at ``x = ±inf``) and no value."""
+    return jnp.zeros_like(x)
+
+
+@_tangent_of.defjvp
+def _tangent_of_jvp(primals, tangents):
+    return jnp.zeros_like(primals[0]), tangents[0]
+
+
+def _score_diff_norms(x: jax.Array, xa: jax.Array, valid: jax.Array) -> jax.Array:
+    """``[..., K]``: ``‖(δ_y − δ_k)_{k≠y}‖₂`` for every candidate label ``y``, ``δ = xa − x``.
+
+    ``= sqrt(n·c_y² + Σ_k c_k²)`` with ``c = δ − mean(δ)`` over the ``n`` valid classes. The norm is
+    homogeneous of degree 1, so it is evaluated on ``u = δ/(2s)`` (``s = max|δ/2|``, ``δ/2 =
+    xa/2 − x/2`` cannot overflow) and scaled back by ``2s`` (``+inf`` when the norm is beyond the
+    float range); its gradient ``∂‖·‖/∂u`` is the gradient with respect to ``δ`` (degree 0), and
+    carries no factor ``s`` (no overflow at ``±3e38``). A ``∓inf`` logit is probability 0
+    (``docs/conventions.md``): an infinite ``δ`` gives ``+inf`` with the limit gradient (``u`` the
+    sign pattern of the infinite entries); a logit that is ``−inf`` in both ``x`` and ``xa`` has
+    ``δ = 0`` (the finite problem with both at ``−1e4``).
+    """
+    both = jnp.isinf(x) & (x == xa)
+    h = jax.lax.stop_gradient(jnp.where(valid & ~both, xa / 2 - x / 2, 0.0))
+    inf_h = jnp.isinf(h)
+    any_inf = jnp.any(inf_h, axis=-1, keepdims=True)
+    s = jnp.max(jnp.abs(h), axis=-1, keepdims=True, initial=0.0)
+    s_fin = jnp.where(any_inf | ~(s > 0), 1.0, s)  # a NaN s stays in h (and propagates)
+    # h/s is computed as h·(1/s); 1/s must stay a normal number (XLA flushes subnormals to 0)
+    big = s_fin > 2.0**100
+    h_fin = jnp.where(inf_h, 0.0, h)
+    u = jnp.where(big, h_fin * 2.0**-100, h_fin) / jnp.where(big, s_fin * 2.0**-100, s_fin)
+    u = jnp.where(any_inf, jnp.where(inf_h, jnp.sign(h), 0.0), u)
+    scale = jnp.where(any_inf, jnp.inf, 2.0 * s_fin)
+    # value u, derivative dδ: the gradient path never meets the scale
+    u = u + jnp.where(valid, _tangent_of(xa) - _tangent_of(x), 0.0)
+    n = jnp.sum(valid, axis=-1, keepdims=True).astype(x.dtype)
+    mean = jnp.sum(jnp.where(valid, u, 0.0), axis=-1, keepdims=True) / jnp.maximum(n, 1.0)
+    c = jnp.where(valid, u - mean, 0.0)
+    # ‖(δ_y − δ_k)_{k≠y}‖² = Σ_k (c_y − c_k)² = n·c_y² + Σ_k c_k²   (Σ_k c_k = 0)
+    r = _safe_sqrt(n * c * c + jnp.sum(c * c, axis=-1, keepdims=True))
+    r_sg = jax.lax.stop_gradient(r)
+    value = jnp.where(r_sg == 0, 0.0, scale * r_sg)
+    return jax.lax.stop_gradient(value) + (r - r_sg)
 
 
 def smooth_adversarial_comp_sum_loss(
@@ -386,7 +434,9 @@ def smooth_adversarial_comp_sum_loss(
     ADV-COMP-SUM algorithm minimises the mean of this loss plus a norm regulariser, reported with
     τ = 1. The term is invariant to a per-example shift of either logit vector. The ℓ2 norm is
     evaluated as ``sqrt(K·c_y² + Σ_k c_k²)`` with ``c = δ − mean(δ)``, ``δ = x' − x`` (no
-    cancellation), with a zero (not NaN) gradient at ``x' = x``.
+    cancellation), with a zero (not NaN) gradient at ``x' = x``, scaled so that logits up to
+    ``±3e38`` do not overflow its gradient. A ``−inf`` logit (in either vector) is a class of
+    probability 0, not a masked one: the score difference is then infinite and the loss ``+inf``.
 
     The exact scaling in the paper (Sec. 6) could not be confirmed here (``docs/open_questions.md``): a
     ρ-margin scaling of the comp-sum term may be part of the paper's definition. With such a
@@ -427,15 +477,9 @@ def smooth_adversarial_comp_sum_loss(
     pa = prepare(adv_logits, labels, axis=axis, where=where)
     nll = nll_from_lu(_lu(p))
     base = _comp_sum_from_nll(nll, tau)
-    valid = _valid(p) & _valid(pa)
-    delta = jnp.where(valid, pa.logits - jnp.where(valid, p.logits, 0.0), 0.0)
-    n = jnp.sum(valid, axis=-1, keepdims=True)
-    mean = jnp.sum(delta, axis=-1, keepdims=True) / jnp.maximum(n, 1)
-    c = jnp.where(valid, delta - mean, 0.0)
-    sq_all = jnp.sum(c * c, axis=-1, keepdims=True)
-    # ‖(δ_y − δ_k)_{k≠y}‖² = Σ_k (c_y − c_k)² = n·c_y² + Σ_k c_k²   (Σ_k c_k = 0)
-    sq = n * c * c + sq_all  # [..., K]: the value for every candidate label
-    reg = jnp.where(valid, _safe_sqrt(sq), 0.0)
+    # only `where` removes a class; a -inf logit is a class of probability 0 (docs/conventions.md)
+    valid = jnp.ones(p.logits.shape, bool) if p.class_mask is None else p.class_mask
+    reg = jnp.where(valid, _score_diff_norms(p.logits, pa.logits, valid), 0.0)
     if p.soft:
         per = base + nu * reg
     else:

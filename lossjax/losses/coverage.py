@@ -86,8 +86,10 @@ def _dco_from_log_hazard(s: jax.Array, n: ArrayLike, certain: jax.Array) -> jax.
     s = jnp.where(certain, 0.0, s)
     log_neg_a = jnp.log(jnp.asarray(n, s.dtype)) + s
     far = log_neg_a >= math.log(_LN2)  # a ≤ −ln 2
-    a_far = -jnp.exp(jnp.where(far, log_neg_a, math.log(_LN2)))
-    loss_far = -jnp.log1p(-jnp.exp(a_far))
+    # a < −200: the loss e^a (< 1e-87) is 0 with zero gradient (no e^a·(−a) = 0·inf at a = −inf)
+    deep = log_neg_a > math.log(200.0)
+    a_far = -jnp.exp(jnp.where(far & ~deep, log_neg_a, math.log(_LN2)))
+    loss_far = jnp.where(deep, 0.0, -jnp.log1p(-jnp.exp(a_far)))
     log_neg_a_near = jnp.where(far, math.log(0.5 * _LN2), log_neg_a)
     a_near = -jnp.exp(log_neg_a_near)
     # log(expm1(a)/a): a series for small |a| (the quotient's derivative underflows there)

@@ -660,7 +660,9 @@ def plackett_luce_distillation_loss(
 
     Stable: the permuted logits go through ``jax.lax.cumlogsumexp(..., reverse=True)``; masked
     classes sort last and are filled with a finite value ``e^{-100}`` below the row minimum (exact
-    to float64 precision, and no NaN gradient from ``-inf`` inside the scan).
+    to float64 precision, and no NaN gradient from ``-inf`` inside the scan). Only ``where``
+    removes a class: a ``−inf`` student logit is probability 0 (``docs/conventions.md``), so its
+    position's term is ``+inf`` (value and gradient those of the logit at ``−1e4``).
 
     Args:
       student_logits: floating ``[..., K]``.
@@ -695,24 +697,37 @@ def plackett_luce_distillation_loss(
     pt = _prepare_teacher(teacher_logits, student_logits, labels, axis=axis, where=where)
     k = p.num_classes
     onehot = jax.nn.one_hot(p.labels, k, dtype=bool)
-    valid = p.logits != _NEG_INF
+    # only `where` removes a class: a -inf student logit is a class of probability 0 that keeps
+    # its place in the teacher's order (docs/conventions.md)
+    valid = jnp.ones(p.logits.shape, bool) if p.class_mask is None else p.class_mask
     key = jnp.where(onehot, jnp.inf, pt.logits)
     key = jnp.where(valid, key, _NEG_INF)
-    # descending order: sort ascending on the negated key; -inf (masked) classes go last
+    # descending order: sort ascending on the negated key; masked classes go last
     order = jnp.argsort(jnp.where(valid, -key, jnp.inf), axis=-1, stable=True)
     zs = jnp.take_along_axis(p.logits, order, axis=-1)
     v = jnp.take_along_axis(valid, order, axis=-1)
-    low = jnp.min(jnp.where(v, jax.lax.stop_gradient(zs), jnp.inf), axis=-1, keepdims=True)
+    zs_sg = jax.lax.stop_gradient(zs)
+    finite = v & jnp.isfinite(zs_sg)
+    low = jnp.min(jnp.where(finite, zs_sg, jnp.inf), axis=-1, keepdims=True)
     low = jnp.where(jnp.isinf(low), 0.0, low)
-    zs = jnp.where(v, zs, low - 100.0)
-    suffix = jax.lax.cumlogsumexp(zs, axis=zs.ndim - 1, reverse=True)
-    term = suffix - zs
+    # -inf entries: position k's term log Σ_{j≥k} e^{z_j} − z_k is +inf while a larger logit
+    # follows, and log(#-inf entries from k on) when only -inf entries are left (the limit of
+    # equal logits tending to -inf together). Those trailing entries (and masked classes) enter
+    # the scan as a finite fill e^{-100} below the row minimum, so no -inf − (-inf) is formed.
+    neg_inf = v & (zs_sg == _NEG_INF)
+    rest = jax.lax.cumsum((v & ~neg_inf).astype(jnp.int32), axis=zs.ndim - 1, reverse=True)
+    tail = neg_inf & (rest == 0)
+    zs_scan = jnp.where(v & ~tail, zs, low - 100.0)
+    suffix = jax.lax.cumlogsumexp(zs_scan, axis=zs.ndim - 1, reverse=True)
+    n_tail = jax.lax.cumsum(tail.astype(zs.dtype), axis=zs.ndim - 1, reverse=True)
+    term = jnp.where(tail, jnp.log(jnp.maximum(n_tail, 1.0)), suffix - jnp.where(tail, 0.0, zs))
     if weighting == "teacher":
         weights = jnp.exp(log_softmax(_scaled(pt, alpha_temperature)))
         weights = jnp.take_along_axis(weights, order, axis=-1)
     else:
         weights = jnp.ones_like(term)
-    keep = v
+    # a teacher probability of 0 contributes 0 (never 0·inf)
+    keep = v & (weights != 0)
     if top_k is not None:
         keep = keep & (jnp.arange(k) < top_k)
     loss = jnp.sum(jnp.where(keep, weights * term, 0.0), axis=-1)

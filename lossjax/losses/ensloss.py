@@ -17,7 +17,7 @@ import jax
 import jax.numpy as jnp
 from jax.typing import ArrayLike
 
-from lossjax.losses._core import require_floating, require_range
+from lossjax.losses._core import replicate_on_explicit_mesh, require_floating, require_range
 
 __all__ = ["ensloss_derivatives", "ensloss_surrogate"]
 
@@ -32,6 +32,14 @@ def _inverse_boxcox(v: jax.Array, lam: float) -> jax.Array:
     return base ** (1.0 / lam)
 
 
+def _explicit_spec(x: jax.Array) -> jax.sharding.PartitionSpec | None:
+    """The sharding spec of ``x`` on an Explicit mesh, or None (no mesh, or an Auto mesh)."""
+    mesh = jax.sharding.get_abstract_mesh()
+    if mesh.empty or not mesh.explicit_axes:
+        return None
+    return jax.typeof(x).sharding.spec
+
+
 def _check(logits: ArrayLike, labels: ArrayLike, where: ArrayLike | None):
     require_floating(logits, "logits")
     f = jnp.asarray(logits)
@@ -43,7 +51,7 @@ def _check(logits: ArrayLike, labels: ArrayLike, where: ArrayLike | None):
     if not (jnp.issubdtype(y.dtype, jnp.integer) or y.dtype == jnp.bool_):
         raise TypeError(f"`labels` must be integer (0/1) or bool, got {y.dtype}.")
     if where is None:
-        mask = jnp.ones(f.shape, bool)
+        mask = jnp.ones_like(f, dtype=bool)  # keeps f's sharding
     else:
         mask = jnp.asarray(where)
         if mask.dtype != jnp.bool_:
@@ -101,8 +109,11 @@ def ensloss_derivatives(
         raise TypeError(f"`boxcox_lambda` must be a python number, got {type(boxcox_lambda)}.")
     f, sign, mask, dtype = _check(logits, labels, where)
     shape = f.shape
-    z = jax.lax.stop_gradient(f * sign).reshape(-1)
-    m = mask.reshape(-1)
+    # the derivatives are sort-matched over the whole batch: on an Explicit mesh the margins are
+    # gathered, and the result is given back with the input's sharding
+    spec = _explicit_spec(f)
+    z = replicate_on_explicit_mesh(jax.lax.stop_gradient(f * sign)).reshape(-1)
+    m = replicate_on_explicit_mesh(mask).reshape(-1)
     v = jax.random.normal(key, z.shape, dtype)
     g = -_inverse_boxcox(v, float(boxcox_lambda))
     g = jnp.maximum(g, clip)
@@ -115,8 +126,10 @@ def ensloss_derivatives(
     pos = z > 1.0
     g_item = jnp.where(pos, g_item / jnp.where(pos, z, 1.0), g_item)
     g_item = g_item - _SHIFT
-    g_item = jnp.where(m, g_item, 0.0)
-    return jax.lax.stop_gradient(g_item.reshape(shape))
+    g_item = jnp.where(m, g_item, 0.0).reshape(shape)
+    if spec is not None:
+        g_item = jax.sharding.reshard(g_item, spec)
+    return jax.lax.stop_gradient(g_item)
 
 
 def ensloss_surrogate(

@@ -53,10 +53,16 @@ def _focal_weight(lu: jax.Array, gamma: ArrayLike) -> jax.Array:
     """``(1 − p)^γ = exp(γ·log_sigmoid(ℓu))``; finite value and gradient for any γ ≥ 0.
 
     ``ℓu = −∞`` (no other class) is clamped to a large finite negative value first, so that
-    ``γ = 0`` gives ``exp(0·finite) = 1`` instead of ``exp(0·(−∞)) = NaN``.
+    ``γ = 0`` gives ``exp(0·finite) = 1`` instead of ``exp(0·(−∞)) = NaN``. Above ``ℓu = 100``
+    the weight is ``exp(−γ·e^{−ℓu}) = 1`` exactly (float32 and float64) and its derivative
+    ``γ·w·σ(−ℓu)`` is below ``1e-41``: ``ℓu`` is held at 100 there (a double where), so that the
+    cotangent ``γ·(−log p_y)`` of a product ``w·(−log p_y)`` never meets ``σ(−ℓu) = 0`` as
+    ``inf·0`` when ``−log p_y`` is near the float32 maximum (logits ``±3e38``).
     """
     lo = jnp.asarray(jnp.finfo(lu.dtype).min / 4, lu.dtype)
-    return jnp.exp(gamma * jax.nn.log_sigmoid(jnp.maximum(lu, lo)))
+    hi = jnp.asarray(100.0, lu.dtype)
+    lu = jnp.where(lu > hi, hi, jnp.maximum(lu, lo))
+    return jnp.exp(gamma * jax.nn.log_sigmoid(lu))
 
 
 def _check_class_vector(alpha: ArrayLike | None, num_classes: int, name: str) -> jax.Array | None:

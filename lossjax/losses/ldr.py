@@ -10,8 +10,9 @@ which interpolates between the Crammer–Singer hinge (λ → 0) and the linear,
 ``λ·(softplus(c/λ + ℓu(x/λ)) − log K)`` with the comp-sum statistic ``ℓu`` of the scaled scores
 (no overflow, exact ``c = 0`` / temperature identities).
 
-Class handling: ``K`` counts candidate classes; classes masked by a per-class ``where`` or with
-logit ``−inf`` are absent (the uniform prior is over the candidates).
+Class handling (``docs/conventions.md``): ``K`` counts the classes not masked by a per-class
+``where`` (the uniform prior is over them); a ``−inf`` logit is a class of probability 0, not a
+mask, and every ``±inf`` logit is evaluated as its limit (also through the score normalisations).
 """
 
 from __future__ import annotations
@@ -35,7 +36,7 @@ from lossjax.losses._core import (
     require_positive,
     require_range,
 )
-from lossjax.losses.comp_sum import _require_static_int, _valid
+from lossjax.losses.comp_sum import _require_static_int
 
 __all__ = ["ldr_kl_loss", "aldr_kl_loss", "LDR_NORMALIZATIONS"]
 
@@ -48,33 +49,71 @@ _ALDR_MODES = ("official", "exact")
 # --------------------------------------------------------------------------------------------
 
 
+def _cand(p: Prepared) -> jax.Array:
+    """bool ``[..., K]``: candidate classes (not masked by ``where``; a ``−inf`` logit is a
+    candidate with probability 0, ``docs/conventions.md``)."""
+    if p.class_mask is None:
+        return jnp.ones(p.logits.shape, bool)
+    return p.class_mask
+
+
 def _num_valid(p: Prepared) -> jax.Array:
-    return jnp.sum(_valid(p), axis=-1).astype(p.dtype)
+    return jnp.sum(_cand(p), axis=-1).astype(p.dtype)
+
+
+def _at_infinity(
+    x: jax.Array, valid: jax.Array, n: jax.Array, target: jax.Array
+) -> tuple[jax.Array, jax.Array]:
+    """The limit of a normalisation dominated by infinite entries.
+
+    ``target`` (bool ``[..., K]``) marks the infinite entries that carry the normalised mass
+    ``± n/#target`` (sign of ``x``); every other entry tends to 0. Returns ``(use, f)`` with
+    ``use`` true on rows with a target entry and no NaN; ``f`` carries no gradient (it is the
+    limit of a function of vanishing slope).
+    """
+    n_t = jnp.sum(target, axis=-1, keepdims=True).astype(x.dtype)
+    row_nan = jnp.any(jnp.isnan(jnp.where(valid, x, 0.0)), axis=-1, keepdims=True)
+    use = (n_t > 0) & ~row_nan
+    f = jnp.where(target, jnp.sign(jnp.where(target, x, 1.0)) * n / jnp.maximum(n_t, 1.0), 0.0)
+    return use, jax.lax.stop_gradient(f)
 
 
 def _normalize_scores(p: Prepared, normalize: str | None) -> jax.Array:
-    """Score normalisation of the official code; masked classes stay ``−inf``."""
+    """Score normalisation of the official code; classes masked by ``where`` stay ``−inf``.
+
+    A ``±inf`` logit is evaluated as its limit: for ``'softplus_mean'`` a ``−inf`` logit has
+    ``softplus = 0`` (normalised score 0) and ``+inf`` logits share the whole mass ``K``; for
+    ``'l1'`` the infinite logits share ``±K`` and the finite ones tend to 0 (with zero gradient).
+    """
     x = p.logits
     if normalize is None:
         return x
-    valid = _valid(p)
+    valid = _cand(p)
     n = jnp.maximum(_num_valid(p), 1.0)[..., None]
     xv = jnp.where(valid, x, 0.0)
     if normalize == "softplus_mean":
         # s_k / mean_j s_j = exp(log s_k − log mean_j s_j) with log s = log(softplus(x)) formed
         # without underflow (log softplus(x) = x + O(e^x) below −30): a row whose logits are all
         # below ≈ −104 (softplus underflows to 0 in float32) keeps a finite value and gradient.
+        # A −inf logit gives log s = −inf (score 0).
         neg = xv < -30.0
         log_s = jnp.where(neg, xv, jnp.log(jax.nn.softplus(jnp.where(neg, 0.0, xv))))
         log_mean = masked_logsumexp(log_s, valid)[..., None] - jnp.log(n)
         f = jnp.exp(log_s - jnp.where(jnp.isinf(log_mean), 0.0, log_mean))
+        use, f_inf = _at_infinity(xv, valid, n, valid & (xv == jnp.inf))
     else:  # 'l1'
-        # mean |x| as max|x|·mean(|x|/max|x|): no overflow of the sum at |x| ≈ 3e38
-        big = jax.lax.stop_gradient(jnp.max(jnp.abs(xv), axis=-1, keepdims=True, initial=0.0))
-        big = jnp.where((big > 0) & jnp.isfinite(big), big, 1.0)
-        scale = big * (jnp.sum(jnp.abs(xv) / big, axis=-1, keepdims=True) / n)
+        # mean |x| as Σ(|x|/K): each term is at most max|x|/K, so the sum cannot overflow at
+        # |x| ≈ 3e38 (dividing by max|x| instead would meet a subnormal reciprocal, flushed to 0)
+        fin = jnp.where(jnp.isinf(xv), 0.0, xv)
+        scale = jnp.sum(jnp.abs(fin) / n, axis=-1, keepdims=True)
+        scale = jnp.where(jnp.any(jnp.isnan(xv), axis=-1, keepdims=True), jnp.nan, scale)
         pos = scale != 0  # an all-zero row gives 0 with a finite (zero) gradient; NaN propagates
-        f = jnp.where(pos, xv / jnp.where(pos, scale, 1.0), 0.0)
+        # XLA divides by multiplying with the reciprocal, which is subnormal (flushed to 0) for a
+        # scale above 2^126: there both sides are first divided by 2^64 (exact)
+        c = jnp.where(scale > 2.0**100, 2.0**-64, 1.0).astype(fin.dtype)
+        f = jnp.where(pos, (fin * c) / jnp.where(pos, scale * c, 1.0), 0.0)
+        use, f_inf = _at_infinity(xv, valid, n, valid & jnp.isinf(xv))
+    f = jnp.where(use, f_inf, f)
     return jnp.where(valid, f, -jnp.inf)
 
 
@@ -84,15 +123,16 @@ def _loo_max_margin(p: Prepared, f: jax.Array) -> jax.Array:
     if not p.soft:
         onehot = jnp.arange(k) == p.labels[..., None]
         fy = jnp.take_along_axis(f, p.labels[..., None], axis=-1)[..., 0]
-        fy = jnp.where(jnp.isinf(fy), 0.0, fy)
+        # a −inf label score gives +inf (its limit); a +inf one gives −inf (hinge 0)
         return jnp.max(jnp.where(onehot, -jnp.inf, f), axis=-1) - fy
     if k == 1:
         return jnp.full(f.shape, -jnp.inf, f.dtype)
     top2, idx = jax.lax.top_k(f, 2)
     is_top = jnp.arange(k) == idx[..., :1]
     other = jnp.where(is_top, top2[..., 1:2], top2[..., :1])
-    fk = jnp.where(jnp.isinf(f), 0.0, f)
-    return jnp.where(_valid(p), other - fk, -jnp.inf)
+    cand = _cand(p)
+    fk = jnp.where(cand, f, 0.0)
+    return jnp.where(cand, other - fk, -jnp.inf)
 
 
 def _psi(
@@ -269,7 +309,8 @@ def aldr_kl_loss(
     p = prepare(logits, labels, axis=axis, where=where, allow_soft=False)
     batch_shape = p.labels.shape
     if lambdas is None:
-        lam0 = jnp.full(batch_shape, lambda_ref, p.dtype)
+        # built from the labels so that it carries their sharding (an Explicit mesh)
+        lam0 = jnp.full_like(p.labels, lambda_ref, dtype=p.dtype)
     else:
         require_floating(lambdas, "lambdas")
         if jnp.shape(lambdas) != batch_shape:
@@ -280,7 +321,7 @@ def aldr_kl_loss(
         lam0 = jnp.asarray(lambdas).astype(p.dtype)
     lam_ref = jnp.asarray(lambda_ref, p.dtype)
     f = _normalize_scores(p, normalize)
-    valid = _valid(p)
+    valid = _cand(p)
     n = _num_valid(p)
     log_k = jnp.log(jnp.maximum(n, 1.0))
     has_choice = log_k > 0
@@ -290,9 +331,9 @@ def aldr_kl_loss(
     fs = jax.lax.stop_gradient(f)
     if mode == "exact":
         onehot = jnp.arange(p.num_classes) == p.labels[..., None]
-        fy = jnp.take_along_axis(fs, p.labels[..., None], axis=-1)
-        fy = jnp.where(jnp.isinf(fy), 0.0, fy)
-        scores = jnp.where(valid, fs - fy + jnp.where(onehot, 0.0, margin), -jnp.inf)
+        # softmax(z/λ) with z_k = c·[k≠y] + f_k − f_y: the shift by f_y is not formed (no
+        # overflow at ±3e38; a −inf label score gives its limit q_y = 0)
+        scores = jnp.where(valid, fs + jnp.where(onehot, 0.0, margin), -jnp.inf)
     else:
         scores = fs
     lam = jax.lax.stop_gradient(jnp.clip(lam0, lo, hi))

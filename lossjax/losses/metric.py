@@ -84,6 +84,11 @@ def _safe_sqrt(x: jax.Array) -> jax.Array:
     return jnp.where(pos, jnp.sqrt(jnp.where(pos, x, 1.0)), 0.0)
 
 
+def _nan_sqrt(x: jax.Array) -> jax.Array:
+    """:func:`_safe_sqrt` that keeps a NaN (value and gradient): NaN in → NaN out."""
+    return jnp.where(jnp.isnan(x), x, _safe_sqrt(x))
+
+
 def _row_mask(where: ArrayLike | None, n: int, name: str = "where") -> jax.Array:
     if where is None:
         return jnp.ones((n,), bool)
@@ -798,7 +803,7 @@ def proto_triplet_loss(
     else:
         q = poison_bad_labels(q, y, c.shape[0])
     d2 = _sq_dists(q, c.astype(q.dtype)) + eps
-    d = _safe_sqrt(d2)
+    d = _nan_sqrt(d2)
     onehot = jax.nn.one_hot(jnp.clip(y, 0, c.shape[0] - 1), c.shape[0], dtype=bool)
     dp = jnp.sum(jnp.where(onehot, d, 0.0), axis=-1)
     dn = jnp.min(jnp.where(onehot, jnp.inf, d), axis=-1)
@@ -858,9 +863,11 @@ def icnn_loss(
     if not isinstance(k, int) or k < 1:
         raise ValueError(f"`k` must be a positive int, got {k!r}.")
     k = min(k, n - 1)
-    d = _safe_sqrt(_sq_dists(e, e) + eps)
+    d = _nan_sqrt(_sq_dists(e, e) + eps)
     eye = jnp.eye(n, dtype=bool)
-    ds = jax.lax.stop_gradient(jnp.where(eye, jnp.inf, d))
+    # a NaN distance is selected first (it is never dropped): every row with a NaN neighbour
+    # gets a NaN term, so a NaN embedding makes the loss NaN (docs/conventions.md)
+    ds = jax.lax.stop_gradient(jnp.where(eye, jnp.inf, jnp.where(jnp.isnan(d), -jnp.inf, d)))
     _, idx = jax.lax.top_k(-ds, k)  # [N, k] nearest others
     dk = jnp.take_along_axis(d, idx, axis=1)
     same = y[idx] == y[:, None]

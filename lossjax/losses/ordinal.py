@@ -68,7 +68,7 @@ def ordinal_logits(scores: ArrayLike, thresholds: ArrayLike) -> jax.Array:
     s, t = s.astype(dtype), t.astype(dtype)
     steps = s[..., None] - t
     z = jnp.cumsum(steps, axis=-1)
-    return jnp.concatenate([jnp.zeros(z.shape[:-1] + (1,), dtype), z], axis=-1)
+    return jnp.concatenate([jnp.zeros_like(z[..., :1]), z], axis=-1)  # keeps z's sharding
 
 
 def ordinal_cross_entropy_loss(

@@ -1,10 +1,12 @@
-"""Preference-optimisation building blocks: sequence log-probabilities, DPO and SPO.
+"""Preference-optimisation building blocks: sequence log-probabilities, DPO, SPO and KTO.
 
 * :func:`sequence_logprob` — masked sum (or mean) of token log-probabilities.
 * :func:`dpo_loss` — Direct Preference Optimization (Rafailov et al., NeurIPS 2023), with the
   conservative / label-smoothed variant.
 * :func:`spo_loss` — Self-supervised Preference Optimization (Li et al., EMNLP Findings 2024):
   DPO plus an auxiliary classification of the "preference degree".
+* :func:`kto_loss` — Kahneman-Tversky Optimization (Ethayarajh et al., ICML 2024): unpaired
+  desirable / undesirable examples against a KL reference point.
 
 References: R. Rafailov et al., "Direct Preference Optimization", NeurIPS 2023 (Eq. 7); Li et al.,
 SPO, EMNLP Findings 2024, arXiv:2409.17791. Frozen test values: ``docs/design/test_vectors.md`` §3.
@@ -34,6 +36,7 @@ __all__ = [
     "sequence_logprob",
     "dpo_loss",
     "spo_loss",
+    "kto_loss",
 ]
 
 
@@ -286,6 +289,113 @@ def spo_loss(
     if extra:
         ce = jnp.mean(ce, axis=extra)
     loss = align + ssl_weight * ce
+    if where is not None:
+        loss = jnp.where(where, loss, 0.0)
+    return loss
+
+
+def _kto_reference_point(reference_point, kl_policy_logps, kl_ref_logps, where, shape, dtype) -> jax.Array:
+    """``z_0 = max(0, KL)`` under ``stop_gradient``: given, or the batch estimate from mismatched pairs."""
+    kl_given = kl_policy_logps is not None or kl_ref_logps is not None
+    if (reference_point is None) == (not kl_given) or (kl_given and (kl_policy_logps is None or kl_ref_logps is None)):
+        raise ValueError("give either `reference_point`, or both `kl_policy_logps` and `kl_ref_logps` "
+                         "(the batch estimate of the KL reference point).")
+    if reference_point is not None:
+        require_floating(reference_point, "reference_point")
+        z = jnp.asarray(reference_point).astype(dtype)
+        try:
+            np.broadcast_shapes(z.shape, shape)
+        except ValueError:
+            raise ValueError(f"`reference_point` must broadcast to the batch shape {shape}, got {z.shape}.") from None
+    else:
+        kp, kr = _check_logps(("kl_policy_logps", kl_policy_logps), ("kl_ref_logps", kl_ref_logps))
+        if kp.shape != shape:
+            raise ValueError(f"`kl_policy_logps` must have the batch shape {shape}, got {kp.shape}.")
+        gap = _mask_rows(where, kp - kr).astype(dtype)
+        count = gap.size if where is None else jnp.sum(where)
+        z = jnp.sum(gap) / jnp.maximum(count, 1).astype(dtype)
+    return jax.lax.stop_gradient(jnp.maximum(z, 0.0))
+
+
+def kto_loss(
+    policy_logps: ArrayLike,
+    ref_logps: ArrayLike,
+    desirable: ArrayLike,
+    *,
+    reference_point: ArrayLike | None = None,
+    kl_policy_logps: ArrayLike | None = None,
+    kl_ref_logps: ArrayLike | None = None,
+    beta: float = 0.1,
+    desirable_weight: float = 1.0,
+    undesirable_weight: float = 1.0,
+    where: ArrayLike | None = None,
+) -> jax.Array:
+    r"""Kahneman-Tversky Optimization loss of unpaired desirable / undesirable examples.
+
+    With the implied reward :math:`r = \log\pi_\theta(y|x) - \log\pi_{ref}(y|x)` and the reference
+    point :math:`z_0`,
+
+    .. math::
+        v(x, y) = \begin{cases} \lambda_D\,\sigma(\beta(r - z_0)) & y \text{ desirable} \\
+                                \lambda_U\,\sigma(\beta(z_0 - r)) & y \text{ undesirable} \end{cases},
+        \qquad L(x, y) = \lambda_y - v(x, y),
+
+    computed as :math:`\lambda_D\,\sigma(\beta(z_0 - r))` resp. :math:`\lambda_U\,\sigma(\beta(r - z_0))`
+    (Ethayarajh et al., ICML 2024, Sec. 4, Eq. 8; the batch loss is the mean of these). The paper's
+    reference point is :math:`z_0 = \mathrm{KL}(\pi_\theta(y'|x)\,\|\,\pi_{ref}(y'|x))`, estimated
+    without gradient as :math:`\hat z_0 = \max(0, \frac1m \sum_i \log\pi_\theta(y_{i'}|x_i) -
+    \log\pi_{ref}(y_{i'}|x_i))` over *mismatched* pairs of the batch (each prompt with another example's
+    completion, e.g. the next one's). Give either
+
+    * ``kl_policy_logps`` / ``kl_ref_logps`` (batch-shaped log-probs of the mismatched pairs): the
+      batch estimate above, averaged over the examples kept by ``where`` (one scalar for the batch), or
+    * ``reference_point``: an estimate computed elsewhere (e.g. averaged over devices or a running
+      mean; a scalar or batch-broadcastable array), clamped at 0 like the batch estimate.
+
+    Either way :math:`z_0` enters under ``stop_gradient``, as does the reference model. The paper's
+    defaults are ``beta = 0.1`` and :math:`\lambda_D = \lambda_U = 1`, with the advice to keep
+    :math:`\lambda_D n_D / (\lambda_U n_U)` in :math:`[1, 4/3]` for imbalanced data.
+
+    Args:
+      policy_logps: floating ``[...]`` policy sequence log-probs (:func:`sequence_logprob`).
+      ref_logps: floating ``[...]`` reference sequence log-probs.
+      desirable: bool ``[...]``, True for desirable examples.
+      reference_point: the KL reference point (clamped at 0), or None.
+      kl_policy_logps, kl_ref_logps: floating ``[...]`` log-probs of the mismatched pairs, or None.
+      beta: ``β ≥ 0``.
+      desirable_weight, undesirable_weight: ``λ_D, λ_U ≥ 0``.
+      where: optional bool ``[...]`` example mask (masked examples give 0 and leave the batch estimate).
+
+    Returns:
+      Per-example losses ``[...]``.
+
+    References:
+      K. Ethayarajh, W. Xu, N. Muennighoff, D. Jurafsky and D. Kiela, "KTO: Model Alignment as Prospect
+      Theoretic Optimization", ICML 2024, arXiv:2402.01306.
+
+    Example:
+      >>> import jax.numpy as jnp
+      >>> pol, ref = jnp.array([-10.0, -12.0]), jnp.array([-11.0, -11.5])
+      >>> out = kto_loss(pol, ref, jnp.array([True, False]), reference_point=0.2, beta=0.1)
+      >>> [round(float(v), 5) for v in out]   # [sigmoid(-0.08), sigmoid(-0.07)]
+      [0.48001, 0.48251]
+    """
+    require_nonnegative(beta, "beta")
+    require_nonnegative(desirable_weight, "desirable_weight")
+    require_nonnegative(undesirable_weight, "undesirable_weight")
+    pol, ref = _check_logps(("policy_logps", policy_logps), ("ref_logps", ref_logps))
+    desirable = jnp.asarray(desirable)
+    if desirable.dtype != jnp.bool_:
+        raise TypeError(f"`desirable` must be a bool array, got {desirable.dtype}.")
+    if desirable.shape != pol.shape:
+        raise ValueError(f"`desirable` must have the shape of `policy_logps` {pol.shape}, got {desirable.shape}.")
+    where = _check_where(where, pol.shape)
+    z0 = _kto_reference_point(reference_point, kl_policy_logps, kl_ref_logps, where, pol.shape, pol.dtype)
+    pol, ref = _mask_rows(where, pol), jax.lax.stop_gradient(_mask_rows(where, ref))
+    if where is not None:  # a per-example reference point may hold NaN at masked examples
+        z0 = jnp.where(where, z0, jnp.zeros((), z0.dtype))
+    d = beta * ((pol - ref) - z0)
+    loss = jnp.where(desirable, desirable_weight * jax.nn.sigmoid(-d), undesirable_weight * jax.nn.sigmoid(d))
     if where is not None:
         loss = jnp.where(where, loss, 0.0)
     return loss

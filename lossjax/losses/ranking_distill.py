@@ -120,7 +120,7 @@ def cprd_loss(
     pos = jnp.arange(k)
     factor = keep & (pos < (n_keep[..., None] - 1))
     # −u_i + log Σ_{j≥i} e^{u_j} = softplus(log Σ_{j>i} e^{u_j} − u_i): no inf − inf at ±inf scores
-    later = jnp.concatenate([u_m[..., 1:], jnp.full(u_m.shape[:-1] + (1,), -jnp.inf, dtype)], axis=-1)
+    later = jnp.concatenate([u_m[..., 1:], jnp.full_like(u_m[..., :1], -jnp.inf)], axis=-1)
     after = jax.lax.cumlogsumexp(later, axis=u.ndim - 1, reverse=True)
     after = jnp.where(factor, after, 0.0)
     terms = jnp.where(factor, jax.nn.softplus(after - jnp.where(factor, u, 0.0)), 0.0)

@@ -223,10 +223,16 @@ def two_hot_probs(
 def _two_hot(y: jax.Array, c: jax.Array) -> jax.Array:
     m = c.shape[0]
     if m == 1:
-        return jnp.ones(y.shape + (1,), y.dtype)
+        return jnp.ones_like(y)[..., None]
     y = jnp.clip(y, c[0], c[-1])
-    i = jnp.clip(jnp.searchsorted(c, y, side="right") - 1, 0, m - 2)
-    lo, hi = c[i], c[i + 1]
+    # searchsorted(c, y, side="right") as a count of the atoms ≤ y: elementwise in y, so a
+    # sharded y (Explicit mesh) needs no resharding; the support is small
+    i = jnp.clip(jnp.sum(c <= y[..., None], axis=-1) - 1, 0, m - 2)
+    # c[i], c[i + 1] as selects over the (replicated) support: a gather of a replicated array
+    # at sharded indices has no unambiguous sharding on an Explicit mesh
+    at = jnp.arange(m) == i[..., None]
+    lo = jnp.sum(jnp.where(at, c, 0.0), axis=-1)
+    hi = jnp.sum(jnp.where(jnp.roll(at, 1, axis=-1), c, 0.0), axis=-1)
     w_hi = (y - lo) / (hi - lo)
     w_lo = 1.0 - w_hi
     return jax.nn.one_hot(i, m, dtype=y.dtype) * w_lo[..., None] + jax.nn.one_hot(

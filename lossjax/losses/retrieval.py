@@ -22,10 +22,11 @@ References for the formulas: each function's docstring; frozen test values in
 
 from __future__ import annotations
 
+import math
+
 import jax
 import jax.numpy as jnp
 import numpy as np
-import optax
 from jax.typing import ArrayLike
 
 from lossjax.losses._core import (
@@ -33,6 +34,7 @@ from lossjax.losses._core import (
     finalize,
     masked_logsumexp,
     prepare,
+    replicate_on_explicit_mesh,
     require_floating,
     require_option,
     require_positive,
@@ -80,9 +82,31 @@ def _prepare_multilabel(
         logits_name="scores",
         labels_name=positives_name,
     )
-    valid = p.logits != _NEG_INF
+    # only `where` removes a label: a -inf score is a candidate with probability 0
+    # (docs/conventions.md), so it stays valid (and a -inf positive gives the loss's limit)
+    valid = _valid_labels(p)
     pos = (p.labels > 0) & valid
     return p, pos, valid
+
+
+def _valid_labels(p: Prepared) -> jax.Array:
+    """bool ``[..., L]``: labels not masked by a per-label ``where`` (any score, even ``±inf``)."""
+    if p.class_mask is None:
+        return jnp.ones(p.logits.shape, bool)
+    return p.class_mask
+
+
+def _poison_nan(loss: jax.Array, x: jax.Array, valid: jax.Array) -> jax.Array:
+    """``loss`` plus a term that is NaN (value and gradient) where a valid entry of ``x`` is NaN.
+
+    For losses that select some entries of a row (top-k pairs): a NaN score outside the selection
+    must still give NaN, never be dropped (docs/conventions.md). ``x·sg(x)`` at a NaN entry is
+    NaN with the NaN gradient ``sg(x)``; elsewhere the term is exactly 0 with a zero gradient.
+    """
+    bad = valid & jnp.isnan(x)
+    xb = jnp.where(bad, x, 0.0)  # double where: a ±inf entry must not give inf·0 in the gradient
+    term = jnp.where(bad, xb * jax.lax.stop_gradient(xb), 0.0)
+    return loss + jnp.sum(term, axis=-1)
 
 
 def decoupled_softmax_loss(
@@ -109,6 +133,8 @@ def decoupled_softmax_loss(
 
     Stable: the negatives' log-sum-exp is masked (``-inf`` never meets a subtraction), the
     per-positive term is a softplus; rows without positives (or without valid labels) give 0.
+    Only ``where`` removes a label: a ``−inf`` score is probability 0 (``docs/conventions.md``),
+    so a ``−inf`` negative drops out of the sum and a ``−inf`` positive gives ``+inf``.
 
     Args:
       scores: floating ``[..., L]`` scores.
@@ -185,11 +211,46 @@ def infonce_loss(
     p, pos, valid = _prepare_multilabel(scores, positives, axis=axis, where=where)
     s = p.logits / temperature
     lse_all = masked_logsumexp(s, valid)
-    lse_all = jnp.where(jnp.isinf(lse_all), 0.0, lse_all)
+    # a row with no finite-probability label (empty, or all -inf): no term is formed from it
+    lse_all = jnp.where(lse_all == _NEG_INF, 0.0, lse_all)
     per = lse_all[..., None] - jnp.where(pos, s, 0.0)
     n_pos = jnp.sum(pos, axis=-1)
     loss = jnp.sum(jnp.where(pos, per, 0.0), axis=-1) / jnp.maximum(n_pos, 1)
     return finalize(p, loss)
+
+
+def _topk_bracket(s: jax.Array, valid: jax.Array, k: float, alpha: float) -> tuple[jax.Array, jax.Array]:
+    """A bracket ``[lo, hi]`` of the soft top-k threshold (``count(lo) ≤ k ≤ count(hi)``).
+
+    The reference brackets with ``[−max s − 10/α, −min s + 10/α]``; its width grows with the
+    lowest score, so a very low (or ``−inf``) score — probability 0, which does not move the
+    solution — would ruin a fixed number of bisection steps. For a python ``k`` the bracket is
+    taken from ranks instead: with ``s_(j)`` the j-th largest score, at ``t = −s_(⌈k⌉) − c/α``
+    (``c = 10 + log(L/(k − ⌈k⌉ + 1))``) the count is at most ``⌈k⌉ − 1 + L e^{−c} ≤ k``, and at
+    ``t = −s_(⌊k⌋+1) + c'/α`` (``c' = 10 + log(k/(⌊k⌋ + 1 − k))``) it is at least
+    ``(⌊k⌋ + 1) σ(c') ≥ k``. The same solution (up to the bisection's resolution) for finite
+    scores; where a rank does not exist among the finite scores (or ``k`` is traced) the
+    reference's bound over the finite scores is used.
+    """
+    finite = valid & jnp.isfinite(s)
+    s_max = jnp.max(jnp.where(finite, s, -jnp.inf), axis=-1)
+    s_min = jnp.min(jnp.where(finite, s, jnp.inf), axis=-1)
+    s_max = jnp.where(jnp.isinf(s_max), 0.0, s_max)
+    s_min = jnp.where(jnp.isinf(s_min), 0.0, s_min)
+    lo = -s_max - 10.0 / alpha
+    hi = -s_min + 10.0 / alpha
+    n = s.shape[-1]
+    if isinstance(k, (int, float, np.number)) and 0 < k < n:
+        kf = float(k)
+        j_lo, j_hi = math.ceil(kf), math.floor(kf) + 1  # 1 ≤ j_lo ≤ j_hi ≤ n
+        # ranks over the valid non-NaN scores (+inf ranks first, -inf last)
+        ranked = jax.lax.top_k(jnp.where(valid & ~jnp.isnan(s), s, -jnp.inf), j_hi)[0]
+        s_lo, s_hi = ranked[..., j_lo - 1], ranked[..., j_hi - 1]
+        c_lo = 10.0 + math.log(n / (kf - j_lo + 1.0))
+        c_hi = 10.0 + math.log(kf / (j_hi - kf))
+        lo = jnp.where(jnp.isfinite(s_lo), -s_lo - c_lo / alpha, lo)
+        hi = jnp.where(jnp.isfinite(s_hi), -s_hi + c_hi / alpha, hi)
+    return lo, hi
 
 
 def _topk_threshold(s: jax.Array, valid: jax.Array, k: float, alpha: float, num_iters: int) -> jax.Array:
@@ -199,14 +260,7 @@ def _topk_threshold(s: jax.Array, valid: jax.Array, k: float, alpha: float, num_
     ``∂t/∂s_m = −v_m/Σv``, ``v = α σ'(α(s + t*))``.
     """
     s_sg = jax.lax.stop_gradient(s)
-    big = jnp.where(valid, s_sg, -jnp.inf)
-    small = jnp.where(valid, s_sg, jnp.inf)
-    s_max = jnp.max(big, axis=-1)
-    s_min = jnp.min(small, axis=-1)
-    s_max = jnp.where(jnp.isinf(s_max), 0.0, s_max)
-    s_min = jnp.where(jnp.isinf(s_min), 0.0, s_min)
-    lo = -s_max - 10.0 / alpha
-    hi = -s_min + 10.0 / alpha
+    lo, hi = _topk_bracket(s_sg, valid, k, alpha)
     s_fill = jnp.where(valid, s_sg, 0.0)
 
     def count(t: jax.Array, x: jax.Array) -> jax.Array:
@@ -225,7 +279,8 @@ def _topk_threshold(s: jax.Array, valid: jax.Array, k: float, alpha: float, num_
     v_sum = jax.lax.stop_gradient(jnp.sum(v, axis=-1))
     s_live = jnp.where(valid, s, 0.0)
     resid = count(t_star, s_live) - k
-    step = jnp.where(v_sum > 0, resid / jnp.where(v_sum > 0, v_sum, 1.0), 0.0)
+    live = ~(v_sum <= 0)  # a NaN score (NaN v_sum) takes the Newton step: NaN propagates
+    step = jnp.where(live, resid / jnp.where(live, v_sum, 1.0), 0.0)
     return t_star - step
 
 
@@ -249,9 +304,12 @@ def soft_topk_loss(
         \ell_i = -\frac{1}{|P_i|}\sum_{j\in P_i}\log\sigma\bigl(\alpha(s_{ij} + t_i)\bigr),
         \qquad \frac{\partial t}{\partial s_m} = -\frac{v_m}{\sum_k v_k},\ v_k = \alpha\,\sigma'(\alpha(s_k+t)).
 
-    ``t`` is found by bisection on ``[−max s − 10/α, −min s + 10/α]`` (``num_iters`` steps,
-    32 in the reference) without gradient, followed by one Newton step whose derivative is the
-    implicit-function gradient above (the reference's backward pass). ``s = scores/temperature``.
+    ``t`` is found by bisection (``num_iters`` steps, 32 in the reference) without gradient,
+    followed by one Newton step whose derivative is the implicit-function gradient above (the
+    reference's backward pass). ``s = scores/temperature``. The reference brackets ``t`` with
+    ``[−max s − 10/α, −min s + 10/α]``; for a python ``k`` the bracket here comes from the
+    ``⌈k⌉``-th and ``(⌊k⌋+1)``-th largest scores instead (the same solution, but a very low or
+    ``−inf`` score — probability 0 — does not widen it). A ``−inf`` positive gives ``+inf``.
 
     ``0 < K < L`` is required (checked for python ``k``); a row with ``K ≥`` its number of valid
     labels has no solution (``t`` ends at the upper bracket). DEXML defaults: ``K = 5``,
@@ -365,7 +423,11 @@ def mann_whitney_loss(
     if p.row_mask is not None:
         pos = pos & p.row_mask[..., None]
         neg = neg & p.row_mask[..., None]
-    s_flat, pos_flat, neg_flat = s.reshape(-1), pos.reshape(-1), neg.reshape(-1)
+    # every positive meets every negative of the whole batch: on an Explicit mesh the flattened
+    # entries are gathered first (the chunked lax.map cannot run over a sharded axis)
+    s_flat, pos_flat, neg_flat = (
+        replicate_on_explicit_mesh(a).reshape(-1) for a in (s, pos, neg)
+    )
 
     def one(args: tuple[jax.Array, jax.Array]) -> jax.Array:
         s_p, is_pos = args
@@ -427,12 +489,14 @@ def profit_aware_pairwise_bce(
     if jnp.shape(pnl) != jnp.shape(scores):
         raise ValueError(f"`pnl` must have the shape of `scores` {jnp.shape(scores)}, got {jnp.shape(pnl)}.")
     p = prepare(scores, jnp.asarray(pnl), where=where, allow_int=False, logits_name="scores", labels_name="pnl")
-    valid = p.logits != _NEG_INF
+    valid = _valid_labels(p)
     length = p.num_classes
     kk = min(int(top_k), length)
     r = jax.lax.stop_gradient(jnp.where(valid, p.labels, _NEG_INF))
-    # descending P&L order, valid items first (stable: ties by index)
-    order = jnp.argsort(jnp.where(valid, -r, jnp.inf), axis=-1, stable=True)[..., :kk]
+    # descending P&L order, valid items first (stable: ties by index); a NaN P&L sorts first so
+    # that it is selected and propagates
+    key = jnp.where(jnp.isnan(r), -jnp.inf, -r)
+    order = jnp.argsort(jnp.where(valid, key, jnp.inf), axis=-1, stable=True)[..., :kk]
     s = jnp.take_along_axis(jnp.where(valid, p.logits, 0.0), order, axis=-1)
     v = jnp.take_along_axis(valid, order, axis=-1)
     g = jnp.take_along_axis(jnp.where(valid, r, 0.0), order, axis=-1)
@@ -443,7 +507,8 @@ def profit_aware_pairwise_bce(
     d = jnp.where(pair, s[..., :, None] - s[..., None, :], 0.0)
     total = jnp.sum(jnp.where(pair, w * jax.nn.softplus(-d), 0.0), axis=(-2, -1))
     k_eff = jnp.maximum(jnp.sum(v, axis=-1), 1).astype(p.dtype)
-    return finalize(p, total / k_eff)
+    # a NaN score outside the selected items is not dropped (docs/conventions.md)
+    return finalize(p, _poison_nan(total / k_eff, p.logits, valid))
 
 
 def weighted_listwise_bce(
@@ -460,8 +525,9 @@ def weighted_listwise_bce(
 
     i.e. ``ω = positive_weight`` (2 in the reference) for positives and 1 otherwise, summed over
     the list (the reference then averages over lists). The per-item term is
-    :func:`optax.losses.sigmoid_binary_cross_entropy`. The P&L argument of the reference is
-    unused there and is not taken here.
+    :func:`optax.losses.sigmoid_binary_cross_entropy` (for finite scores; a ``−inf`` score is
+    probability 0, so its term is its limit: 0 for label 0, ``+inf`` for label 1). The P&L
+    argument of the reference is unused there and is not taken here.
 
     Args:
       scores: floating ``[..., L]`` logits.
@@ -485,6 +551,10 @@ def weighted_listwise_bce(
     p, _, valid = _prepare_multilabel(scores, labels, axis=-1, where=where, positives_name="labels")
     y = p.labels
     x = jnp.where(valid, p.logits, 0.0)
-    bce = optax.losses.sigmoid_binary_cross_entropy(x, y)
+    # (1 − y)·softplus(x) + y·softplus(−x), each term only where its weight is non-zero, so a
+    # ∓inf score with label 0/1 gives its limit 0 (optax's form gives 0·inf = NaN there)
+    bce = jnp.where(y != 1, (1.0 - y) * jax.nn.softplus(x), 0.0) + jnp.where(
+        y != 0, y * jax.nn.softplus(-x), 0.0
+    )
     w = 1.0 + (positive_weight - 1.0) * y
     return finalize(p, jnp.sum(jnp.where(valid, w * bce, 0.0), axis=-1))

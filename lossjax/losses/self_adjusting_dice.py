@@ -1,4 +1,4 @@
-"""Self-adjusting Dice loss and Tversky loss (Li et al., ACL 2020; Salehi et al., 2017).
+"""Self-adjusting Dice loss (Li et al., ACL 2020).
 
 Soft overlap losses for data-imbalanced classification, binary (one logit, sigmoid) or
 multi-class (K logits, softmax; the per-class losses are averaged over classes):
@@ -6,10 +6,12 @@ multi-class (K logits, softmax; the per-class losses are averaged over classes):
 * :func:`self_adjusting_dice_loss` — Dice with the self-adjusting factor ``(1 − p)^α`` that
   down-weights easy examples (``α = 0`` is plain soft Dice; ``square_denominator=True`` the
   V-Net form).
-* :func:`tversky_loss` — Tversky index with false-positive weight ``α`` and false-negative
-  weight ``β`` (``α = β = ½`` is a Dice-type loss).
 
-Both come in the paper's per-example form (``set_level=False``) and in the set-level form the
+The Tversky loss the paper compares with is :func:`lossjax.losses.tversky_loss` (module
+:mod:`lossjax.losses.segmentation`, ``from_logits=True``); :func:`tversky_loss` here is a thin,
+unexported compatibility call into it with this module's logits layout.
+
+The loss comes in the paper's per-example form (``set_level=False``) and in the set-level form the
 official code trains with (``set_level=True``: soft counts summed over every item of the
 batch, one scalar). ``optax.losses.dice_loss`` computes the set-level Tversky/Dice without the
 self-adjusting factor or masks and serves as a test oracle.
@@ -39,8 +41,9 @@ from lossjax.losses._core import (
     require_positive,
     softmax,
 )
+from lossjax.losses.segmentation import tversky_loss as _tversky
 
-__all__ = ["self_adjusting_dice_loss", "tversky_loss"]
+__all__ = ["self_adjusting_dice_loss"]
 
 
 class _Probs(NamedTuple):
@@ -228,36 +231,37 @@ def tversky_loss(
     axis: int = -1,
     where: ArrayLike | None = None,
 ) -> jax.Array:
-    r"""Tversky loss (Salehi, Erdogmus, Gholipour 2017), as written in Li et al. (ACL 2020).
+    r"""Compatibility call: the Tversky loss in the form of Li et al. (ACL 2020), computed by
+    :func:`lossjax.losses.tversky_loss` (the package's one Tversky loss; use it directly).
+
+    Not exported from :mod:`lossjax.losses`. It maps the classification layout of this module
+    (logits ``[..., K]``, one smoothing ``γ``, set-level or per-example) onto
+    ``lossjax.losses.tversky_loss(logits, labels, alpha=α, beta=β, smooth_nr=γ, smooth_dr=γ,
+    from_logits=True)`` with ``aggregate="dataset"`` (``set_level=True``, one scalar: every
+    item's soft counts summed, the Li et al. / official-code form) or ``aggregate="image"`` on
+    one-item "images" (``set_level=False``, per example):
 
     .. math::
-        \mathrm{TL}_c = 1 - \frac{TP_c + \gamma}{TP_c + \alpha\,FP_c + \beta\,FN_c + \gamma},\quad
-        TP_c = \sum p_{ic} y_{ic},\ FP_c = \sum p_{ic}(1 - y_{ic}),\ FN_c = \sum (1 - p_{ic}) y_{ic}
+        \mathrm{TL}_c = 1 - rac{TP_c + \gamma}{TP_c + lpha\,FP_c + eta\,FN_c + \gamma}
 
-    with the sums over the batch (``set_level=True``, one scalar; equals
-    ``optax.losses.dice_loss(..., alpha=α, beta=β, smooth=γ)`` on one set) or over nothing
-    (``set_level=False``, per example). ``α`` weighs false positives, ``β`` false negatives;
-    ``α = β = ½`` is a Dice-type loss. Defaults ``α = 0.3, β = 0.7`` are Salehi et al.'s
-    recall-favouring choice. Binary (one logit, sigmoid) or multi-class (softmax, mean over
-    classes); ``1 − p`` is computed stably in log space.
+    (binary: one logit, sigmoid; multi-class: softmax, mean over classes). Defaults
+    ``α = 0.3, β = 0.7`` are Salehi et al.'s recall-favouring choice. Only per-example ``where``
+    masks (``[...]``) are accepted.
 
     Args:
       logits: floating ``[..., K]``; ``K = 1`` is the binary case.
-      labels: as in :func:`self_adjusting_dice_loss`.
-      alpha: false-positive weight ``≥ 0``.
-      beta: false-negative weight ``≥ 0``.
+      labels: integer ``[...]``, or probabilities ``[..., K]`` (binary: also ``[...]``).
+      alpha, beta: false-positive / false-negative weights ``≥ 0``.
       smooth: smoothing ``γ > 0``.
       set_level: one batch-level scalar (default) or per-example losses.
       axis: class axis.
-      where: optional bool mask, per example or per class (see
-        :func:`self_adjusting_dice_loss`).
+      where: optional bool per-example mask ``[...]``.
 
     Returns:
       A scalar (``set_level=True``) or ``[...]`` per-example losses.
 
     References:
-      S. S. M. Salehi, D. Erdogmus, A. Gholipour, "Tversky loss function for image segmentation
-      using 3D fully convolutional deep networks", MLMI 2017, arXiv:1706.05721; X. Li et al.,
+      S. S. M. Salehi, D. Erdogmus, A. Gholipour, MLMI 2017, arXiv:1706.05721; X. Li et al.,
       ACL 2020, arXiv:1911.02855.
 
     Example:
@@ -267,24 +271,33 @@ def tversky_loss(
       >>> print(f"{float(tversky_loss(x, y, alpha=0.5, beta=0.5)):.6f}")
       0.142152
     """
-    require_nonnegative(alpha, "alpha")
-    require_nonnegative(beta, "beta")
+    require_floating(logits, "logits")
     require_positive(smooth, "smooth")
-    pr = _probs(logits, labels, axis, where)
-    prob, y = pr.prob, pr.target
-    one_m = jnp.where(pr.valid, jnp.exp(pr.log1m), 0.0)
-    tp = prob * y
-    fp = prob * (1.0 - y)
-    fn = one_m * y
-    p = pr.prepared
-    # 1 − (TP + γ)/(TP + αFP + βFN + γ) = (αFP + βFN)/(TP + αFP + βFN + γ): no cancellation
-    if not set_level:
-        err = alpha * fp + beta * fn
-        per_class = err / (tp + err + smooth)
-        return finalize(p, _class_mean(per_class, pr.valid))
-    lead = tuple(range(prob.ndim - 1))
-    tp, fp, fn = (jnp.sum(v, lead) for v in (tp, fp, fn))
-    err = alpha * fp + beta * fn
-    per_class = err / (tp + err + smooth)
-    present = jnp.any(pr.valid, axis=lead)
-    return _finish_set_level(per_class, present, p.dtype)
+    x = jnp.asarray(logits)
+    if x.ndim < 1:
+        raise ValueError("`logits` must have a class axis; got a scalar.")
+    if not -x.ndim <= axis < x.ndim:
+        raise ValueError(f"`axis`={axis} is out of range for `logits` of rank {x.ndim}.")
+    x = jnp.moveaxis(x, axis, -1)
+    k, batch = x.shape[-1], x.shape[:-1]
+    lab = jnp.asarray(labels)
+    if jnp.issubdtype(lab.dtype, jnp.floating):
+        if k == 1 and lab.shape == batch:
+            lab = lab[..., None]
+        elif lab.ndim == x.ndim:
+            lab = jnp.moveaxis(lab, axis, -1)
+        lab = lab.reshape((-1, k)) if lab.shape[:-1] == batch else lab
+    elif lab.shape == batch:
+        lab = lab.reshape(-1)
+    w = None
+    if where is not None:
+        w = jnp.asarray(where)
+        if w.shape != batch:
+            raise ValueError(f"`where` must be a per-example mask of shape {batch}, got {w.shape}.")
+        w = w.reshape(-1)
+    x = x.reshape((-1, k))
+    kw = dict(alpha=alpha, beta=beta, smooth_nr=smooth, smooth_dr=smooth, from_logits=True)
+    if set_level:
+        return _tversky(x, lab, aggregate="dataset", where=w, **kw)
+    one = _tversky(x[:, None], lab[:, None], aggregate="image", where=None if w is None else w[:, None], **kw)
+    return one.reshape(batch)

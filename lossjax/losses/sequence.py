@@ -364,10 +364,12 @@ def aggregate_response_loss(
         raise ValueError(f"`bag_targets` must have shape [{num_bags}] (num_bags), got {bag_targets.shape}.")
     where = _check_mask(where, preds.shape, "where")
     dtype = compute_dtype(jnp.promote_types(preds.dtype, bag_targets.dtype))
-    f = preds.astype(dtype)
-    w = jnp.ones(f.shape, dtype) if where is None else where.astype(dtype)
+    # bags mix instances from the whole batch: on an Explicit mesh the instances are gathered
+    # (the result is per bag, replicated; the gradient comes back with the input's sharding)
+    f = replicate_on_explicit_mesh(preds.astype(dtype))
+    w = jnp.ones_like(f) if where is None else replicate_on_explicit_mesh(where).astype(dtype)
     f = jnp.where(w > 0, f, 0.0)
-    ids = bag_ids.astype(jnp.int32)
+    ids = replicate_on_explicit_mesh(bag_ids.astype(jnp.int32))
     cnt = jax.ops.segment_sum(w, ids, num_bags)
     f_bar = jax.ops.segment_sum(w * f, ids, num_bags) / jnp.maximum(cnt, 1.0)
     bag = cnt * (bag_targets.astype(dtype) - f_bar) ** 2
@@ -409,7 +411,9 @@ def input_gradient_penalty(
 
     ``loss_fn(params, x, y)`` must return per-example losses ``[B]`` with examples independent
     (no batch statistics), so that the gradient of their sum gives every example's own input
-    gradient. The norm is ``sqrt(Σ g² + eps)`` (finite gradient at ``g = 0``). Differentiating the
+    gradient. Half-precision ``x`` (bf16/f16) is cast to float32 first, so ``loss_fn`` sees and
+    is differentiated at float32 inputs and the result is float32 (a bf16 network casts its input
+    itself). The norm is ``sqrt(Σ g² + eps)`` (finite gradient at ``g = 0``). Differentiating the
     result with respect to ``params`` is double backprop (about twice the cost of a step).
     Defaults: ``λ = 10``, ``k = 1``.
 
@@ -446,7 +450,10 @@ def input_gradient_penalty(
     require_nonnegative(noise_scale, "noise_scale")
     require_positive(eps, "eps")
     require_floating(x, "x")
+    # half-precision inputs are differentiated in float32 (the penalty's result dtype), as every
+    # loss of the package computes in float32; float64 stays float64
     x = jnp.asarray(x)
+    x = x.astype(compute_dtype(x.dtype))
     if x.ndim < 1:
         raise ValueError("`x` must have a batch axis; got a scalar.")
     if noise != "none" and key is None:

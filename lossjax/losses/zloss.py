@@ -65,8 +65,16 @@ def spherical_z_loss(
 
     Numerics: ``σ`` is computed two-pass (no ``E[x²] − μ²`` cancellation) after a stop-gradient
     shift by the row maximum and scaling by the largest gap (exact for constant rows, no overflow
-    for ±1e30 logits); ``ε`` keeps its meaning in the original units. A constant row gives
+    up to ±3.4e38); ``ε`` keeps its meaning in the original units. A constant row gives
     ``z = 0`` and ``L = softplus(a·b)/a`` (also for ``K = 1``).
+
+    Non-finite logits (``docs/conventions.md``): a ``−inf`` logit is a class (of probability 0),
+    not a mask — it stays in ``μ``, ``σ`` and ``K``. ``±inf`` logits are evaluated as their limit
+    with every infinite logit at the same rate ``±L``, ``L → ∞`` (the float64 value at ``±1e300``):
+    since the loss is shift and scale invariant this is the loss of the row with the infinite
+    logits replaced by ``±1`` and the finite ones by 0, with zero gradient. A row with no finite
+    class (e.g. every logit ``−inf``) has no defined standardisation and gives NaN; so does a NaN.
+    To remove a class, mask it with ``where``.
 
     Hyper-parameters (open question: ``docs/open_questions.md``): the paper tunes ``a`` and ``b``
     per task (to target top-k error); no universal values were confirmed. The authors' example code uses the plain form
@@ -81,7 +89,7 @@ def spherical_z_loss(
       eps: added to ``σ`` (original logit units), ``≥ 0``.
       axis: class axis.
       where: optional bool mask, per example ``[...]`` or per class ``[..., K]``. Masked classes
-        and classes with logit ``-inf`` are excluded from ``μ`` and ``σ``; masked rows give 0.
+        are excluded from ``μ`` and ``σ``; masked rows give 0.
 
     Returns:
       Per-example losses ``[...]`` (float32, or float64 for float64 input).
@@ -103,14 +111,31 @@ def spherical_z_loss(
     require_nonnegative(eps, "eps")
     p = prepare(logits, labels, axis=axis, where=where)
     x = p.logits
-    valid = x != -jnp.inf  # a NaN logit stays a class, so it propagates
+    valid = jnp.ones(x.shape, bool) if p.class_mask is None else p.class_mask
     n = jnp.sum(valid, axis=-1, keepdims=True).astype(x.dtype)
     n_safe = jnp.maximum(n, 1.0)
-    xs = jax.lax.stop_gradient(x)
+    xv = jnp.where(valid, x, 0.0)
+    # ±inf logits: the limit with every infinite logit at the same rate ±L, L → ∞ (the float64
+    # evaluation at ±1e300): the finite logits drop out (zero gradient) and the infinite ones
+    # count as ±1 — the loss is shift and scale invariant. A row with no finite class is NaN.
+    inf = valid & jnp.isinf(xv)
+    has_inf = jnp.any(inf, axis=-1, keepdims=True)
+    no_finite = jnp.all(inf | ~valid, axis=-1, keepdims=True) & has_inf
+    direction = jax.lax.stop_gradient(jnp.where(inf, jnp.sign(jnp.where(inf, xv, 1.0)), 0.0))
+    u = jnp.where(has_inf, direction, xv)
+    # exact power-of-two scaling into [−1, 1] first (no overflow of x − max x at ±3e38), applied
+    # as two normal factors: a single 2^−e can be subnormal and would be flushed to zero
+    top = jax.lax.stop_gradient(jnp.max(jnp.abs(u), axis=-1, keepdims=True, initial=0.0))
+    _, e = jnp.frexp(jnp.where((top > 0) & jnp.isfinite(top), top, 1.0))
+    h = e // 2
+    one = jnp.ones((), x.dtype)
+    p2a, p2b = jnp.ldexp(one, -h), jnp.ldexp(one, h - e)
+    u = u * p2a * p2b
+    us = jax.lax.stop_gradient(u)
     # Stop-gradient shift (exact zeros for constant rows) and scale (no overflow in the squares).
-    m = jnp.max(jnp.where(valid, xs, -jnp.inf), axis=-1, keepdims=True)
+    m = jnp.max(jnp.where(valid, us, -jnp.inf), axis=-1, keepdims=True)
     m = jnp.where(jnp.isinf(m), 0.0, m)
-    d = jnp.where(valid, x - m, 0.0)
+    d = jnp.where(valid, u - m, 0.0)
     s = jnp.max(jnp.abs(jax.lax.stop_gradient(d)), axis=-1, keepdims=True)
     s = jnp.where(s > 0, s, 1.0)
     d = d / s
@@ -119,8 +144,10 @@ def spherical_z_loss(
     var = jnp.sum(c * c, axis=-1, keepdims=True) / n_safe
     pos = var > 0
     sigma = jnp.where(pos, jnp.sqrt(jnp.where(pos, var, 1.0)), 0.0)  # double where: finite grad
-    z = c / (sigma + eps / s)
-    # A label on an excluded (-inf) class: the limit x_y → -inf of z_y is -sqrt(K_valid).
+    eps_u = jnp.where(has_inf, 0.0, (eps / s) * p2a * p2b)  # ε in the original units
+    z = c / (sigma + eps_u)
+    z = jnp.where(no_finite, jnp.nan, z)
+    # A soft label on a class masked by ``where``: the limit x_y → −inf of z_y, −√K.
     z = jnp.where(valid, z, -jnp.sqrt(n))
     per_class = jax.nn.softplus(a * (b - z)) / a
     if p.soft:
@@ -172,11 +199,27 @@ def logsumexp_squared_penalty(
     return finalize(p, _lse_squared(p.logits))
 
 
-def _lse_squared(x: jax.Array) -> jax.Array:
+def _lse0(x: jax.Array) -> tuple[jax.Array, jax.Array]:
     lse = masked_logsumexp(x)
-    empty = lse == -jnp.inf
-    lse = jnp.where(empty, 0.0, lse)  # empty row: 0, zero gradient (double where); NaN/+inf stay
+    return jnp.where(lse == -jnp.inf, 0.0, lse), lse  # empty row: 0 (zero gradient); NaN/+inf stay
+
+
+@jax.custom_jvp
+def _lse_squared(x: jax.Array) -> jax.Array:
+    lse, _ = _lse0(x)
     return lse * lse
+
+
+@_lse_squared.defjvp
+def _lse_squared_jvp(primals, tangents):
+    # d(log Z)² = Σ_k 2·(log Z·p_k)·dx_k with the classes of probability 0 dropped by a select:
+    # at log Z ≈ 3e38 the cotangent 2·log Z overflows, and inf·0 must not reach those classes.
+    (x,), (t,) = primals, tangents
+    lse, raw = _lse0(x)
+    prob = jnp.exp(x - jnp.where(jnp.isfinite(raw), raw, 0.0)[..., None])
+    coef = lse[..., None] * prob
+    dt = 2.0 * jnp.sum(jnp.where(prob == 0, 0.0, coef * t), axis=-1)  # NaN (prob NaN) stays
+    return lse * lse, dt
 
 
 def cross_entropy_with_z_loss(

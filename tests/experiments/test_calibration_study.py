@@ -1,15 +1,25 @@
-"""Smoke and unit tests of ``experiments.calibration`` (tiny base model, a few calibrator steps)."""
+"""Smoke and unit tests of the calibration study (``experiments.calibration``, task code in
+``experiments.tasks.calibration``): tiny base model, a few calibrator steps."""
 
 from __future__ import annotations
 
 import json
 
+import gin
 import numpy as np
 import pytest
 
+from experiments import arms
 from experiments import calibration as cal
-from experiments.common.config import parse_config
-from experiments.common.data import load_digits_dataset
+from experiments.kit import cli, report
+from experiments.tasks import calibration as task
+
+
+@pytest.fixture(autouse=True)
+def _clear_gin():
+    gin.clear_config()
+    yield
+    gin.clear_config()
 
 
 def test_ece_and_nll_by_hand():
@@ -17,10 +27,10 @@ def test_ece_and_nll_by_hand():
     # 2 bins pool them, ECE = |0.75 - 0.5| = 0.25
     probs = np.array([[0.9, 0.1], [0.4, 0.6]])
     labels = np.array([0, 0])
-    assert cal.expected_calibration_error(probs, labels, num_bins=3) == pytest.approx(0.35)
-    assert cal.expected_calibration_error(probs, labels, num_bins=2) == pytest.approx(0.25)
+    assert task.expected_calibration_error(probs, labels, num_bins=3) == pytest.approx(0.35)
+    assert task.expected_calibration_error(probs, labels, num_bins=2) == pytest.approx(0.25)
     logits = np.log(probs)
-    assert cal.nll(logits, labels) == pytest.approx(-(np.log(0.9) + np.log(0.4)) / 2, rel=1e-6)
+    assert task.nll(logits, labels) == pytest.approx(-(np.log(0.9) + np.log(0.4)) / 2, rel=1e-6)
 
 
 def test_temperature_scaling_recovers_a_known_temperature():
@@ -28,10 +38,12 @@ def test_temperature_scaling_recovers_a_known_temperature():
     true = rng.normal(size=(2000, 5)) * 2.0
     labels = np.array([rng.choice(5, p=np.exp(r) / np.exp(r).sum()) for r in true])
     cfg = cal.CalibrationConfig(fit_steps=400)
-    params, curve = cal.fit_calibrator("ts_nll", true * 3.0, labels, None, cfg)  # over-confident x3
-    t = float(np.asarray(cal._temperature(params, np.zeros((1, 0), np.float32), cfg.t_min, cfg.t_max))[0])
+    params, curve = task.fit_calibrator("ts_nll", true * 3.0, labels, None, cfg)  # over-confident x3
+    t = float(np.asarray(task.temperature(params, np.zeros((1, 0), np.float32), cfg.t_min, cfg.t_max))[0])
     assert t == pytest.approx(3.0, rel=0.1)
     assert curve[-1] < curve[0]
+    with pytest.raises(ValueError, match="unknown calibrator"):
+        task.fit_calibrator("platt", true, labels, None, cfg)
 
 
 def test_bad_config_names_the_field():
@@ -39,41 +51,68 @@ def test_bad_config_names_the_field():
         cal.CalibrationConfig(calibrators=("nope",))
     with pytest.raises(ValueError, match="t_min"):
         cal.CalibrationConfig(t_min=2.0)
+    assert set(cal.ARMS) == {"none", *task.KINDS}  # every calibrator is a declared arm
 
 
 def test_smoke_study_writes_report_and_resumes(tmp_path):
-    exp = parse_config(["configs/calibration/digits.gin"],
-                       ["train.epochs = 1", "train.progress = False", "model.width = 8"])
-    cfg = cal.CalibrationConfig(seeds=(0,), val_size=100, n_test=100, fit_steps=20,
-                                calibrators=("ts_nll", "ts_ca", "tx_ca"))
-    full = load_digits_dataset()
-    out = tmp_path / "out"
-    s = cal.run_study(exp, cfg, str(tmp_path / "runs"), str(out), ds=full)
+    wd, out = tmp_path / "runs", tmp_path / "out"
+    out.mkdir()  # a kept hand-written preamble above the mark must survive the report's rewrite
+    (out / "calibration.md").write_text(f"# Mine\n\nsetting\n\n{report.MARK}\n\nOLD TABLES\n")
+    assert cal.main(["--smoke", "--workdir", str(wd), "--out", str(out), "--no_progress"]) == 0
     for f in ("calibration.md", "calibration.json", "calibration.png"):
         assert (out / f).stat().st_size > 0
-    sc = s["scores"]
-    for c in ("none", *cfg.calibrators):
-        for m in ("ece", "nll", "accuracy"):
-            assert np.all(np.isfinite(sc[c]["test"][m])), (c, m)
+    # the base model's own log: 1-based epochs (one smoke epoch)
+    recs = [json.loads(line) for line in open(wd / "base_s0" / "metrics.jsonl")]
+    assert [r["epoch"] for r in recs if "test_accuracy" in r] == [1]
+    exp, cfg = cli.parse_with_experiment(cal.STUDY.default_configs, cal.STUDY.smoke_bindings, cal._GinCalibration)
+    s = cal.run_study(exp, cfg, str(wd), None)  # reloads the finished seed
+    res = s["results"]
+    assert list(res) == ["none", "ts_nll", "ts_ca", "tx_ca"]
+    for a, r in res.items():
+        for m in ("ece", "nll", "accuracy", "ece_shifted", "nll_shifted", "accuracy_shifted"):
+            assert len(r["metrics"][m]) == 1 and np.all(np.isfinite(r["metrics"][m])), (a, m)
+    assert "temperature" in res["ts_ca"]["metrics"] and "temperature" not in res["none"]["metrics"]
     # temperature scaling cannot change the argmax: accuracy is unchanged
-    assert sc["ts_nll"]["test"]["accuracy"] == sc["none"]["test"]["accuracy"]
-    assert "TS (CA loss)" in (out / "calibration.md").read_text()
-    assert "### Verdicts" in (out / "calibration.md").read_text()
-    # a rerun skips the finished seed and reproduces its numbers
-    done = json.loads((tmp_path / "runs" / "calib_s0" / "results.json").read_text())
-    s2 = cal.run_study(exp, cfg, str(tmp_path / "runs"), None, ds=full)
-    assert s2["scores"]["ts_ca"]["test"]["ece"] == s["scores"]["ts_ca"]["test"]["ece"]
-    assert done["seed"] == 0
+    assert res["ts_nll"]["metrics"]["accuracy"] == res["none"]["metrics"]["accuracy"]
+    md = (out / "calibration.md").read_text()
+    assert "Generated by `python -m experiments.calibration --smoke" in md and "### Claims tested" in md
+    assert "| ts_ca |" in md and "### Shifted test set" in md
+    assert "not run here (arm `tx_ca` or `tx_nll` missing)" in md  # tx_nll is not a smoke arm
+    data = json.loads((out / "calibration.json").read_text())
+    assert data["results"]["ts_ca"]["metrics"]["ece"] == res["ts_ca"]["metrics"]["ece"]  # reload = same numbers
+    assert data["provenance"]["command"].startswith("python -m experiments.calibration --smoke")
+    assert md.startswith(f"# Mine\n\nsetting\n\n{report.MARK}") and "OLD TABLES" not in md and "# Post-hoc" not in md
 
 
-def test_verdicts_are_computed_from_the_numbers():
-    ece = lambda *v: {"ece": list(v)}  # noqa: E731
-    sc = {"ts_nll": {"test": ece(1.0, 1.2, 1.1), "test_noisy": ece(5.0, 6.0, 5.5)},
-          "ts_ca": {"test": ece(3.0, 3.3, 3.1), "test_noisy": ece(5.1, 5.9, 5.4)}}
-    v = cal.verdicts({"scores": sc})
-    # clean: CA worse by +2.03 pp on every seed; shifted: no significant difference -> did not hold
-    assert "TS (CA loss) vs TS (NLL)" in v and "+2.03 ± 0.06 pp (worse)" in v
-    assert "(no significant difference)" in v and "→ **did not hold**" in v
-    sc["ts_ca"]["test"] = ece(0.5, 0.6, 0.55)
-    sc["ts_ca"]["test_noisy"] = ece(4.0, 5.0, 4.5)
-    assert "→ **held**" in cal.verdicts({"scores": sc})
+def _seed(ece: dict) -> dict:
+    """A fake ``calibrate_seed`` record: ``ece = {arm: (clean, shifted)}``."""
+    sc = {a: {"test": {"ece": e, "nll": 0.1, "accuracy": 98.0}, "test_noisy": {"ece": s, "nll": 1.0, "accuracy": 70.0}}
+          for a, (e, s) in ece.items()}
+    if "ts_ca" in sc:
+        sc["ts_ca"]["test"]["temperature_mean"] = 2.0
+    return {"scores": sc, "n_val": 300, "val_errors": 7, "wall_time_s": 9.0}
+
+
+def test_claims_are_computed_from_the_numbers():
+    def study(clean, shifted):  # ts_nll: 1.0/1.2/1.1 clean, 5.0/6.0/5.5 shifted; none: 2 and 5 on every seed
+        per = [_seed({"none": (2.0, 5.0), "ts_nll": (n, ns), "ts_ca": (c, cs)})
+               for n, ns, c, cs in zip((1.0, 1.2, 1.1), (5.0, 6.0, 5.5), clean, shifted)]
+        return {"results": cal.arm_results(per), "config": cal.CalibrationConfig().to_dict(), "seeds": [0, 1, 2],
+                "n_val": 300, "val_errors": [7] * 3, "seed_wall_time_s": [9.0] * 3}
+
+    s = study((3.0, 3.3, 3.1), (5.1, 5.9, 5.4))
+    words = [r["word"] for r in arms.claim_results(s["results"], cal.CLAIMS)]
+    # TS beats none; CA worse by +2.03 pp on every seed (clean); shifted: no significant difference
+    assert words == ["held", "did not hold", "not resolved", "n/a", "n/a"]
+    md = cal.render(s)
+    assert "paired Δ +2.03 ± 0.06 over 3 seeds" in md and "**did not hold**" in md
+    assert "| ts_ca | 3.133 ± 0.153 |" in md and "| 2.000 ± 0.000 |" in md and "| none |" in md
+    s = study((0.5, 0.6, 0.55), (4.0, 5.0, 4.5))
+    assert [r["word"] for r in arms.claim_results(s["results"], cal.CLAIMS)][1:3] == ["held", "held"]
+    # no shifted set: its claims and table disappear
+    per = [_seed({"none": (2.0, 5.0), "ts_nll": (1.0, 5.0), "ts_ca": (3.0, 5.0)})]
+    for r in per:
+        for a in r["scores"].values():
+            a.pop("test_noisy")
+    md = cal.render({**s, "results": cal.arm_results(per), "seeds": [0], "seed_wall_time_s": [9.0]})
+    assert "Shifted" not in md and "distribution shift" not in md and "| ts_nll | 1.000 ± 0.000 |" in md

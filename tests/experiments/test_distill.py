@@ -1,6 +1,8 @@
-"""Smoke test of the distillation study (tiny MLPs, a few epochs): files, shapes, finite
-metrics, one compilation per method, resume-skips-done, config validation and the CLI."""
+"""Smoke test of the distillation study (``experiments.distill``, task code ``experiments.tasks.distill``;
+tiny MLPs, a few epochs): files, shapes, finite metrics, 1-based epochs, one compilation per method,
+resume-skips-done, config validation, the report template and the CLI."""
 
+import dataclasses
 import json
 import os
 
@@ -11,9 +13,15 @@ import optax
 import pytest
 
 from experiments import distill as D
+from experiments.kit import cli
+from experiments.tasks import distill as task
 
 TINY = list(D.SMOKE_BINDINGS)  # the study's --smoke: tiny MLPs, two seeds, a few epochs
-PLAN = D.SMOKE_SETTINGS  # one setting keeps the test under ~20 s (each method compiles once)
+
+
+def _args(wd):  # the --smoke plan (one setting keeps the test short: each method compiles once)
+    return cli.StudyArgs(configs=D.STUDY.default_configs, custom=False, bindings=tuple(TINY), workdir=wd,
+                         report_dir=None, smoke=True, progress=False)
 
 
 @pytest.fixture(autouse=True)
@@ -26,7 +34,7 @@ def _clear_gin():
 def test_study_smoke_and_resume(tmp_path):
     wd, out = str(tmp_path / "runs"), str(tmp_path / "out")
     assert D.main(["--smoke", "--workdir", wd, "--out", out, "--no_progress"]) == 0
-    study = D.run_study(None, TINY, wd, None, progress=False, settings_plan=PLAN)  # reloads the finished runs
+    study = D.run(_args(wd))  # reloads the finished runs
     for f in ("distill.md", "distill.json", "distill.png"):
         assert os.path.getsize(os.path.join(out, f)) > 0, f
     assert set(study["settings"]) == {"main"}
@@ -35,13 +43,14 @@ def test_study_smoke_and_resume(tmp_path):
         assert set(runs) == set(D.METHODS)
         for m, r in runs.items():
             assert r["n_train"] == n and r["skipped"]
-            acc = np.asarray(r["final_test_accuracy"])
+            acc = np.asarray(r["metrics"]["test_accuracy"])
             assert acc.shape == (2,) and np.all((acc >= 0) & (acc <= 1))
-            assert np.all(np.isfinite(r["final_train_loss"])) and np.all(np.isfinite(r["final_test_nll"]))
+            assert np.all(np.isfinite(r["metrics"]["train_loss"])) and np.all(np.isfinite(r["metrics"]["test_nll"]))
             assert np.asarray(r["test_accuracy_curve"]).shape == (2, 3)
             assert r["train_compiles"] == 1  # 3 epochs, one compilation per method
             recs = [json.loads(line) for line in open(os.path.join(wd, f"n{n}", m, "metrics.jsonl"))]
-            assert [x["epoch"] for x in recs] == [0, 1, 2]
+            assert [x["epoch"] for x in recs] == [1, 2, 3]  # 1-based, as the runner's console and metrics
+            assert [x["test_accuracy"] for x in recs] == [list(c) for c in zip(*r["test_accuracy_curve"])]
     # the USKD student carries the extra weak head (10·(8+1) parameters)
     assert study["settings"]["main"]["uskd"]["num_params"] == study["settings"]["main"]["none"]["num_params"] + 90
     tdirs = [d for d in os.listdir(wd) if d.startswith("teacher_")]
@@ -55,16 +64,17 @@ def test_study_smoke_and_resume(tmp_path):
 
     kd_res = os.path.join(wd, "n20", "kd", "results.json")
     mtime = os.path.getmtime(kd_res)
-    again = D.run_study(None, TINY, wd, None, progress=False, settings_plan=PLAN)
+    again = D.run(_args(wd))
     assert all(r["skipped"] for runs in again["settings"].values() for r in runs.values())
     assert os.path.getmtime(kd_res) == mtime
-    assert (again["settings"]["main"]["kd"]["final_test_accuracy"]
-            == study["settings"]["main"]["kd"]["final_test_accuracy"])
+    assert again["settings"]["main"]["kd"]["metrics"] == study["settings"]["main"]["kd"]["metrics"]
 
     # a different config in a finished workdir is an error, not a silent reuse
     cfg = D.parse_distill_config([os.path.join(D.CONFIG_DIR, "kd.gin")], TINY + ["distill.kd_alpha = 0.5"])
     with pytest.raises(ValueError, match="kd_alpha"):
-        D.run_method(cfg, os.path.join(wd, "n20", "kd"), D.load_features(), None, progress=False)
+        D.run(dataclasses.replace(_args(wd), bindings=(*TINY, "distill.kd_alpha = 0.5")))
+    with pytest.raises(ValueError, match="needs a teacher"):
+        task.train(cfg, task.load_features(), None, str(tmp_path / "t"), progress=False)
 
     # CLI, one config, same workdir: the finished run is reused
     assert D.main(["--config", os.path.join(D.CONFIG_DIR, "none.gin"), "--workdir", wd, "--no_progress",
@@ -94,7 +104,7 @@ def test_kd_objective_reduces_to_ce_at_alpha_zero():
     x = jnp.asarray(np.random.default_rng(0).normal(size=(5, 64)), jnp.float32)
     y = jnp.arange(5) % 10
     batch = {"x": x, "y": y, "t": jnp.zeros((5, 10))}
-    got = D.student_loss_fn(cfg, model, 10)(p0, batch, jnp.int32(0))
+    got = task.student_loss_fn(cfg, model, 10)(p0, batch, jnp.int32(0))
     want = optax.softmax_cross_entropy_with_integer_labels(model.apply({"params": p0}, x)["out"], y).mean()
     np.testing.assert_allclose(got, want, rtol=1e-6)
 
@@ -114,3 +124,24 @@ def test_paired_verdict_and_subset():
     np.testing.assert_array_equal(idx, stratified_subset(y, 35, seed=3))
     with pytest.raises(ValueError, match="`n`"):
         stratified_subset(y, 0, seed=0)
+
+
+def test_claims_table_is_computed_from_per_seed_accuracies():
+    acc = lambda *v: {"metrics": {"test_accuracy": list(v)}}  # noqa: E731
+    main = {"none": acc(0.80, 0.82, 0.81), "kd": acc(0.85, 0.872, 0.858)}  # kd − none: +5.0, +5.2, +4.8 pp
+    other = {"none": acc(0.90, 0.91, 0.92), "kd": acc(0.91, 0.90, 0.925)}  # +1.0, −1.0, +0.5 pp
+    text = D.claims_table([(100, main), (300, other)], D.CLAIMS[:2])
+    kd_row = next(line for line in text.split("\n") if line.startswith("| KD:"))
+    assert "| +5.00 ± 0.20 pp | better | +0.17 ± 1.04 pp | no significant difference |" in kd_row
+    assert "Hinton et al. 2015" in kd_row
+    assert "| n/a | n/a | n/a | n/a |" in text  # NKD was not run
+    assert "**KD: held in part** (n_train = 100: better, n_train = 300: no significant difference)." in text
+    assert "**NKD: not shown**" in text
+
+
+def test_a_run_of_the_older_layout_is_refused(tmp_path, capsys):
+    arm = tmp_path / "n100" / "none"
+    arm.mkdir(parents=True)
+    (arm / "results.json").write_text(json.dumps({"config": {}, "final_test_accuracy": [0.9]}))  # no "metrics"
+    assert D.main(["--config", os.path.join(D.CONFIG_DIR, "none.gin"), "--workdir", str(tmp_path)]) == 2
+    assert "older layout" in capsys.readouterr().err and not any(tmp_path.glob("teacher_*"))

@@ -1,4 +1,4 @@
-"""Smoke and unit tests of ``experiments.noisy_labels`` (tiny digits subset, a few epochs)."""
+"""Smoke and unit tests of ``experiments.noisy_labels`` and its task module (tiny digits subset, a few epochs)."""
 
 from __future__ import annotations
 
@@ -10,6 +10,7 @@ import numpy as np
 import pytest
 
 from experiments import noisy_labels as nl
+from experiments.tasks import noisy_labels as task
 
 
 def _tiny(**kw) -> nl.NoisyLabelsConfig:
@@ -21,31 +22,31 @@ def _tiny(**kw) -> nl.NoisyLabelsConfig:
 
 
 def test_parse_noise():
-    assert nl.parse_noise("sym40") == ("sym", 0.4)
-    assert nl.parse_noise("asym0") == ("asym", 0.0)
+    assert task.parse_noise("sym40") == ("sym", 0.4)
+    assert task.parse_noise("asym0") == ("asym", 0.0)
     for bad in ("sym", "sym100", "uniform20", "sym-1"):
         with pytest.raises(ValueError, match="noise setting"):
-            nl.parse_noise(bad)
+            task.parse_noise(bad)
 
 
 def test_symmetric_noise_rate_other_class_and_determinism():
     y = np.arange(20000) % 10
-    z = nl.corrupt_labels(y, "sym40", 3, 10)
+    z = task.corrupt_labels(y, "sym40", 3, 10)
     flipped = z != y
     assert abs(flipped.mean() - 0.4) < 0.02  # every flip is to a *different* class
     # the replacement class is uniform over the 9 others
     d = (z[flipped] - y[flipped]) % 10
     counts = np.bincount(d, minlength=10)
     assert counts[0] == 0 and counts[1:].min() > 0.8 * counts[1:].mean()
-    np.testing.assert_array_equal(z, nl.corrupt_labels(y, "sym40", 3, 10))
-    assert (z != nl.corrupt_labels(y, "sym40", 4, 10)).any()
-    np.testing.assert_array_equal(nl.corrupt_labels(y, "sym0", 3, 10), y)
+    np.testing.assert_array_equal(z, task.corrupt_labels(y, "sym40", 3, 10))
+    assert (z != task.corrupt_labels(y, "sym40", 4, 10)).any()
+    np.testing.assert_array_equal(task.corrupt_labels(y, "sym0", 3, 10), y)
 
 
 def test_asymmetric_noise_follows_the_map():
     y = np.arange(20000) % 10
-    amap = nl.ASYM_MAPS["digits"]
-    z = nl.corrupt_labels(y, "asym40", 0, 10, amap)
+    amap = task.ASYM_MAPS["digits"]
+    z = task.corrupt_labels(y, "asym40", 0, 10, amap)
     for c in range(10):
         zc = z[y == c]
         if c in amap:
@@ -54,7 +55,7 @@ def test_asymmetric_noise_follows_the_map():
         else:
             assert (zc == c).all()
     with pytest.raises(ValueError, match="asym_map"):
-        nl.corrupt_labels(y, "asym40", 0, 10)
+        task.corrupt_labels(y, "asym40", 0, 10)
 
 
 def test_config_errors_name_the_field():
@@ -73,16 +74,16 @@ def test_every_loss_is_finite_and_only_aldr_updates_lambda():
     x = jnp.array([[2.0, 1.0, 0.1], [0.5, -1.0, 3.0]])
     y = jnp.array([0, 1])
     lam = jnp.full((2,), 10.0)
-    for name in nl.LOSSES:
-        loss, new = nl.make_loss(name, cfg)(x, y, lam, jnp.int32(50))
+    for name in task.LOSSES:
+        loss, new = task.make_loss(name, cfg)(x, y, lam, jnp.int32(50))
         assert loss.shape == (2,) and bool(jnp.all(jnp.isfinite(loss))), name
         if name == "aldr_kl":
             assert bool(jnp.all(new < 10.0)) and bool(jnp.all(new >= 5.0))
         else:
             np.testing.assert_array_equal(new, lam)
     # truncated GCE is plain GCE during warm-up, constant (p_y <= k) after it
-    t = nl.make_loss("tgce", cfg)
-    g = nl.make_loss("gce", cfg)(x, y, lam, jnp.int32(0))[0]
+    t = task.make_loss("tgce", cfg)
+    g = task.make_loss("gce", cfg)(x, y, lam, jnp.int32(0))[0]
     np.testing.assert_allclose(t(x, y, lam, jnp.int32(0))[0], g, rtol=1e-6)
     assert float(t(x, y, lam, jnp.int32(cfg.tgce_warmup))[0][1]) < float(g[1])
 
@@ -100,18 +101,30 @@ def test_smoke_study_writes_report_and_resumes(tmp_path):
         for r in res["runs"]:
             assert len(r["test_accuracy_curve"]) == cfg.epochs
             assert 0.0 <= r["final_test_accuracy"] <= 1.0 and np.isfinite(r["final_train_loss"])
-        lines = open(os.path.join(wd, loss, "metrics.jsonl")).read().splitlines()
-        assert len(lines) == cfg.epochs and len(json.loads(lines[0])["test_accuracy"]) == 6
+        recs = [json.loads(line) for line in open(os.path.join(wd, loss, "metrics.jsonl")).read().splitlines()]
+        assert len(recs) == cfg.epochs and len(recs[0]["test_accuracy"]) == 6
+        # epochs are 1-based, as on the console and in the trainer's metrics.jsonl
+        assert [r["epoch"] for r in recs] == list(range(1, cfg.epochs + 1))
+        assert [r["test_accuracy"] for r in recs] == [[r["test_accuracy_curve"][e] for r in res["runs"]]
+                                                     for e in range(cfg.epochs)]
     # the noise draw is shared by every loss and the realised rate is recorded
     rates = s["realised_noise_rate"]
     assert rates["sym0"] == [0.0, 0.0] and all(0.2 < v < 0.6 for v in rates["sym40"])
     md = open(os.path.join(out, "noisy_labels.md")).read()
     assert "| CE |" in md and "ALDR-KL" in md and "asym40" in md
     assert "### Verdicts" in md and "Generated by `" in md and "at commit `" in md
+    assert "{" not in md and "}" not in md  # every placeholder of the template was filled
+    assert md.startswith("# Noisy labels (digits)\n\n_Generated by `")
+    # a hand-written preamble above the mark is kept (no second title); the generated part is rewritten
+    with open(os.path.join(out, "noisy_labels.md"), "w") as f:
+        f.write(f"# Kept title\n\nhand-written setting\n\n{nl.report.MARK}\n\nstale numbers\n")
     # rerun: every loss is skipped (results.json untouched) and the numbers are identical
     mtimes = {l: os.path.getmtime(os.path.join(wd, l, "results.json")) for l in cfg.losses}
     s2 = nl.run_study(cfg, wd, out)
     assert s2["final_test_accuracy"] == s["final_test_accuracy"]
+    md2 = open(os.path.join(out, "noisy_labels.md")).read()
+    assert md2.startswith("# Kept title\n\nhand-written setting\n\n") and "stale numbers" not in md2
+    assert md2.count("# ") == md.count("# ") and md2.split(nl.report.MARK)[1].lstrip().startswith("_Generated by")
     assert mtimes == {l: os.path.getmtime(os.path.join(wd, l, "results.json")) for l in cfg.losses}
     # a changed config never reuses stale runs
     with pytest.raises(ValueError, match="different config"):
@@ -144,3 +157,15 @@ def test_verdicts_are_computed_from_the_numbers():
     assert "| GCE | +29.5 ± 0.5 (better) |" in v and "| ALDR-KL | -10.3 ± 0.6 (worse) |" in v
     acc["mae"] = {"sym0": [0.8, 0.8, 0.8], "sym40": [0.8, 0.8, 0.8]}
     assert "→ **did not hold**" in nl.verdicts({"final_test_accuracy": acc})
+
+
+def test_arms_and_claims_are_declared_consistently():
+    assert tuple(nl.ARMS) == task.LOSSES == nl.NoisyLabelsConfig().losses
+    assert nl.loss_label("aldr_kl:none") == "ALDR-KL [norm none]"
+    assert {c.a for c in nl.CLAIMS} == set(task.LOSSES) - {"ce"} and {c.b for c in nl.CLAIMS} == {"ce"}
+    for c in (*nl.CLAIMS, nl.RANK_CLAIM):
+        assert any(str(y) in c.source for y in range(2015, 2025)), c  # each claim cites a paper (venue, year)
+    assert set(nl.RANK_CLAIM.arms) <= set(nl.ARMS)
+    # an ablation of LDR variants alone tests no claim
+    acc = {"ldr_kl:none": {"sym40": [0.5, 0.6]}, "aldr_kl:none": {"sym40": [0.6, 0.7]}}
+    assert nl.verdicts({"final_test_accuracy": acc}).startswith("* (no claim applies")

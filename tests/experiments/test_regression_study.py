@@ -1,5 +1,6 @@
-"""Smoke test of the regression-as-classification study (tiny MLPs, a few epochs): files, shapes,
-finite metrics, one compilation per loss, resume-skips-done, config validation and the CLI."""
+"""Smoke test of the regression-as-classification study (``experiments.regression``, task code in
+``experiments.tasks.regression``; tiny MLPs, a few epochs): files, shapes, finite metrics, 1-based
+epochs in metrics.jsonl, one compilation per loss, resume-skips-done, config validation and the CLI."""
 
 import json
 import os
@@ -8,10 +9,10 @@ import gin
 import numpy as np
 import pytest
 
+from experiments import arms
 from experiments import regression as R
-
-TINY = list(R.SMOKE_BINDINGS)  # the study's --smoke
-PLAN = R.SMOKE_SETTINGS
+from experiments.kit import cli
+from experiments.tasks import regression as T
 
 
 @pytest.fixture(autouse=True)
@@ -21,74 +22,92 @@ def _clear_gin():
     gin.clear_config()
 
 
-def test_study_smoke_and_resume(tmp_path):
+def test_arms_are_the_config_files():
+    assert R.ARMS == tuple(f"{s}_{m}" for s in R.SETTINGS for m in T.LOSSES)
+    for f in R.STUDY.default_configs:
+        assert os.path.exists(f), f
+    ablation = R.parse_regression_config([os.path.join(R.CONFIG_DIR, "hetero_300ep_hl_gauss.gin")])
+    assert (ablation.task, ablation.loss, ablation.epochs) == ("hetero", "hl_gauss", 300)
+    assert {(c.a, c.b) for c in R.CLAIMS} == {(f"{s}_hl_gauss", f"{s}_{b}") for s in R.SETTINGS
+                                              for b in ("mse", "two_hot")}
+
+
+def test_study_smoke_and_resume(tmp_path, capsys):
     wd, out = str(tmp_path / "runs"), str(tmp_path / "out")
     assert R.main(["--smoke", "--workdir", wd, "--out", out, "--no_progress"]) == 0
-    study = R.run_study(None, TINY, wd, None, progress=False, settings_plan=PLAN)  # reloads the finished runs
     for f in ("regression.md", "regression.json", "regression.png"):
         assert os.path.getsize(os.path.join(out, f)) > 0, f
-    assert set(study["tasks"]) == {"diabetes", "hetero"}
-    for task, runs in study["tasks"].items():
-        assert set(runs) == set(R.LOSSES)
-        for m, r in runs.items():
-            assert r["skipped"] and r["task"] == task and r["loss"] == m
-            rmse = np.asarray(r["final_test_rmse"])
-            assert rmse.shape == (2,) and np.all(np.isfinite(rmse)) and np.all(rmse > 0)
-            assert np.all(np.isfinite(r["final_train_loss"]))
-            assert np.asarray(r["test_rmse_curve"]).shape == (2, 2)
-            assert r["train_compiles"] == 1  # both epochs reuse one compilation
-            assert r["v_min"] < r["v_max"]
-            recs = [json.loads(line) for line in open(os.path.join(wd, task, m, "metrics.jsonl"))]
-            assert [x["epoch"] for x in recs] == [0, 1]
-        # the bin heads have num_bins outputs instead of 1: 10 more output units of (8 + 1) parameters
-        assert runs["hl_gauss"]["num_params"] == runs["mse"]["num_params"] + 10 * 9
+    args = cli._resolve(R.STUDY, ["--smoke", "--workdir", wd, "--no_progress"])
+    study = R.run(args)  # reloads the finished runs, writes no report
+    res = study["results"]
+    assert list(res) == [f"{s}_{m}" for s in R.SMOKE_SETTINGS for m in T.LOSSES]
+    for arm, r in res.items():
+        task, loss = arm.rsplit("_", 1) if arm.endswith("mse") else arm.split("_", 1)
+        assert r["skipped"] and r["task"] == task and r["loss"] == loss
+        rmse = np.asarray(r["metrics"]["test_rmse"])
+        assert rmse.shape == (2,) and np.all(np.isfinite(rmse)) and np.all(rmse > 0)
+        assert np.all(np.isfinite(r["final_train_loss"]))
+        assert np.asarray(r["test_rmse_curve"]).shape == (2, 2)
+        assert r["train_compiles"] == 1  # both epochs reuse one compilation
+        assert r["v_min"] < r["v_max"]
+        recs = [json.loads(line) for line in open(os.path.join(wd, arm, "metrics.jsonl"))]
+        assert [x["epoch"] for x in recs] == [1, 2]  # 1-based, as on the console
+        assert recs[-1]["test_rmse"] == r["metrics"]["test_rmse"]
+    # the bin heads have num_bins outputs instead of 1: 10 more output units of (8 + 1) parameters
+    assert res["hetero_hl_gauss"]["num_params"] == res["hetero_mse"]["num_params"] + 10 * 9
     # diabetes: 442 − 50 per split; RMSE in original units (targets 25..346, so far above 1)
-    assert study["tasks"]["diabetes"]["mse"]["n_train"] == 392
-    assert np.mean(study["tasks"]["diabetes"]["mse"]["final_test_rmse"]) > 10
-    assert "final_test_rmse_to_mean" in study["tasks"]["hetero"]["hl_gauss"]
+    assert res["diabetes_mse"]["n_train"] == 392 and np.mean(res["diabetes_mse"]["metrics"]["test_rmse"]) > 10
+    assert "test_rmse_to_mean" in res["hetero_hl_gauss"]["metrics"]
     md = open(os.path.join(out, "regression.md")).read()
-    assert "| hl_gauss |" in md and "Did the claim hold here?" in md and "σ = 0.75" in md
+    assert "| hetero_hl_gauss |" in md and "Did the claim hold here?" in md and "σ = 0.75" in md
     assert "Generated by `python -m experiments.regression --smoke" in md and "at commit `" in md
+    assert "hetero_300ep" not in md.split("## Did the claim")[1]  # claims of settings not run are left out
+    assert json.load(open(os.path.join(out, "regression.json")))["arms"]["hetero_mse"]["metrics"] == \
+        res["hetero_mse"]["metrics"]
 
-    res_path = os.path.join(wd, "hetero", "hl_gauss", "results.json")
+    res_path = os.path.join(wd, "hetero_hl_gauss", "results.json")
     mtime = os.path.getmtime(res_path)
-    again = R.run_study(None, TINY, wd, None, progress=False, settings_plan=PLAN)
-    assert all(r["skipped"] for runs in again["tasks"].values() for r in runs.values())
-    assert os.path.getmtime(res_path) == mtime
-    assert (again["tasks"]["hetero"]["hl_gauss"]["final_test_rmse"]
-            == study["tasks"]["hetero"]["hl_gauss"]["final_test_rmse"])
+    again = R.run(args)
+    assert all(r["skipped"] for r in again["results"].values()) and os.path.getmtime(res_path) == mtime
+    assert again["results"]["hetero_hl_gauss"]["metrics"] == res["hetero_hl_gauss"]["metrics"]
 
     # a different config in a finished workdir is an error, not a silent reuse
-    cfg = R.parse_regression_config([os.path.join(R.CONFIG_DIR, "hetero_hl_gauss.gin")],
-                                    TINY + ["regression.sigma_ratio = 2.0"])
-    with pytest.raises(ValueError, match="sigma_ratio"):
-        R.run_one(cfg, os.path.join(wd, "hetero", "hl_gauss"), progress=False)
-
+    capsys.readouterr()
+    one = ["--config", os.path.join(R.CONFIG_DIR, "hetero_hl_gauss.gin"), "--workdir", wd, "--no_progress",
+           *[f"--config.{b.replace(' = ', '=')}" for b in R.SMOKE_BINDINGS]]
+    assert R.main([*one, "--config.regression.sigma_ratio=2.0"]) == 2
+    assert "sigma_ratio: stored 0.75 vs now 2.0" in capsys.readouterr().err
     # CLI, one config, same workdir: the finished run is reused
-    assert R.main(["--config", os.path.join(R.CONFIG_DIR, "hetero_mse.gin"), "--workdir", wd, "--no_progress",
-                   *[f"--config.{b.replace(' = ', '=')}" for b in TINY]]) == 0
+    assert R.main(one) == 0
 
 
 def test_data_and_support():
     cfg = R.parse_regression_config([os.path.join(R.CONFIG_DIR, "diabetes_mse.gin")], ["regression.seeds = (0, 1)"])
-    d = R.make_task_data(cfg)
+    d = T.make_task_data(cfg)
     assert d["x_train"].shape == (2, 332, 10) and d["x_test"].shape == (2, 110, 10)
     np.testing.assert_allclose(d["y_train"].mean(1), 0.0, atol=1e-5)
     np.testing.assert_allclose(d["y_train"].std(1), 1.0, atol=1e-4)
     assert not np.array_equal(d["y_test"][0], d["y_test"][1])  # repeated random splits differ per seed
-    lo, hi = R.support_bounds(d["y_train"], 0.1)
+    lo, hi = T.support_bounds(d["y_train"], 0.1)
     span = d["y_train"].max() - d["y_train"].min()
     assert lo == pytest.approx(d["y_train"].min() - 0.1 * span) and hi == pytest.approx(d["y_train"].max() + 0.1 * span)
+    # noise floor: E[(0.1 + 0.6 u²)²] for u = (x0 + 1)/2 ~ U[0, 1] is 0.01 + 0.04 + 0.072 = 0.122
+    assert T.hetero_noise_var() == pytest.approx(0.01 + 2 * 0.1 * 0.6 / 3 + 0.36 / 5, rel=1e-4)
 
 
-def test_paired_verdict():
+def test_paired_verdict_and_claims_from_numbers():
     assert R.paired_verdict(np.array([-1.0, -1.1, -0.9])) == "better"
     assert R.paired_verdict(np.array([1.0, 1.1, 0.9])) == "worse"
     assert R.paired_verdict(np.array([-1.0, 1.0, 0.1])) == "no significant difference"
     assert R.paired_verdict(np.array([1.0])) == "n/a"
+    res = {"diabetes_mse": {"metrics": {"test_rmse": [64.0, 62.0, 67.0]}},
+           "diabetes_two_hot": {"metrics": {"test_rmse": [56.0, 55.0, 58.0]}},
+           "diabetes_hl_gauss": {"metrics": {"test_rmse": [55.0, 57.0, 57.0]}}}
+    words = [r["word"] for r in arms.claim_results(res, R.CLAIMS[:2])]
+    assert words == ["held", "not resolved"]
 
 
-def test_config_validation():
+def test_config_validation(capsys):
     with pytest.raises(ValueError, match="regression.loss"):
         R.RegressionConfig(loss="huber")
     with pytest.raises(ValueError, match="regression.task"):
@@ -105,3 +124,4 @@ def test_config_validation():
         R.parse_regression_config(["/nonexistent/x.gin"])
     assert R.main(["--config.regression.loss=huber", "--config",
                    os.path.join(R.CONFIG_DIR, "hetero_mse.gin")]) == 2
+    assert "regression.loss" in capsys.readouterr().err

@@ -6,6 +6,8 @@ studies' own smoke tests exercise ``--smoke`` end to end.
 
 from __future__ import annotations
 
+import dataclasses
+import functools
 import importlib
 import json
 import math
@@ -18,10 +20,11 @@ import numpy as np
 import pytest
 from scipy import stats as sps
 
+from experiments import arms
 from experiments.kit import cli, report, runs, stats
 from experiments.kit.mlp import MLP
 
-STUDIES = ("grokking", "regression", "distill", "noisy_labels", "calibration", "digits_study")
+STUDIES = ("grokking", "regression", "distill", "noisy_labels", "calibration", "digits_study", "sharpness_study")
 
 
 @pytest.fixture(autouse=True)
@@ -212,3 +215,195 @@ def test_every_studys_smoke_bindings_make_a_valid_config():
     assert exp.train.epochs == 1 and c.seeds == (0,) and exp.data.dataset == "digits"
     ds = _study("digits_study").STUDY
     assert parse_config([ds.default_configs[0]], ds.smoke_bindings).train.epochs == 1
+
+
+# ------------------------------------------------------------------------------------- arms: runner
+
+
+@dataclasses.dataclass(frozen=True)
+class _Cfg:
+    lr: float = 0.1
+
+
+def _parse(files, bindings):
+    return _Cfg(lr=float(bindings[0]) if bindings else 0.1)
+
+
+def test_run_arms_passes_the_arms_workdir_to_a_train_that_takes_one(tmp_path):
+    seen = []
+
+    def train_wd(cfg, workdir, *, scale=1.0):
+        seen.append(workdir)
+        open(os.path.join(workdir, "log.txt"), "w").write("x")
+        return {"metrics": {"acc": [scale * cfg.lr, 0.2]}}
+
+    res, cfgs = arms.run_arms(["c/a.gin", "c/b.gin"], [], _parse, functools.partial(train_wd, scale=2.0),
+                              str(tmp_path), progress=False)
+    assert seen == [str(tmp_path / "a"), str(tmp_path / "b")] and (tmp_path / "b" / "log.txt").exists()
+    assert res["a"]["metrics"]["acc"] == [0.2, 0.2] and cfgs["a"] == {"lr": 0.1} and not res["a"]["skipped"]
+    # a train without a workdir parameter is called with the config only (the kit's original contract)
+    res2, _ = arms.run_arms(["c/d.gin"], [], _parse, lambda cfg: {"metrics": {"acc": [cfg.lr]}}, str(tmp_path),
+                            progress=False)
+    assert res2["d"]["metrics"]["acc"] == [0.1]
+    again, _ = arms.run_arms(["c/a.gin"], [], _parse, train_wd, str(tmp_path), progress=False)
+    assert again["a"]["skipped"] and seen == [str(tmp_path / "a"), str(tmp_path / "b")]  # reloaded, not rerun
+
+
+def test_a_finished_run_of_an_older_layout_is_refused_before_training(tmp_path):
+    (tmp_path / "a").mkdir()
+    (tmp_path / "a" / "results.json").write_text(json.dumps({"config": {"lr": 9.0}, "acc": [0.5]}))  # no "metrics"
+    calls = []
+    with pytest.raises(ValueError, match=r"older layout.*'metrics'"):  # checked before the config comparison
+        arms.run_arms(["c/a.gin"], [], _parse, lambda cfg: calls.append(cfg), str(tmp_path), progress=False)
+    assert calls == []
+    with pytest.raises(ValueError, match=r"lacks 'metrics', 'curve'"):
+        runs.finished_run(str(tmp_path / "a"), {"lr": 9.0}, require=("metrics", "curve"))
+    assert runs.finished_run(str(tmp_path / "a"), {"lr": 9.0})["acc"] == [0.5]  # no requirement: as before
+
+
+# ------------------------------------------------------------------------------------- arms: claims
+
+
+def _res(**arms_values):
+    return {a: {"metrics": dict(m)} for a, m in arms_values.items()}
+
+
+def test_claim_at_a_setting_and_the_claims_table_across_settings():
+    c = arms.Claim("K: k beats n", "Paper 2020, §3", "k", "n", "acc", metric_b="acc_b")
+    assert (c.at("s1").metric, c.at("s1").metric_b) == ("acc@s1", "acc_b@s1")
+    assert arms.Claim("x", "p", "a", "b", "m").at("z").metric_b is None
+    # per-seed values: k − n = +5.0, +5.2, +4.8 (mean 5, sd 0.2) in s1; +1, −1, +0.5 in s2; −3, −3.1, −2.9 in s3
+    s1 = _res(k={"acc": [85.0, 87.2, 85.8]}, n={"acc": [80.0, 82.0, 81.0]})
+    s2 = _res(k={"acc": [91.0, 90.0, 92.5]}, n={"acc": [90.0, 91.0, 92.0]})
+    s3 = _res(k={"acc": [77.0, 78.9, 78.1]}, n={"acc": [80.0, 82.0, 81.0]})
+    claims = [arms.Claim("K: k beats n", "P", "k", "n", "acc"), arms.Claim("M: m beats n", "Q", "m", "n", "acc")]
+    text = arms.claims_table([(100, s1), (300, s2)], claims, setting_label=lambda n: f"n = {n}", unit=" pp")
+    lines = text.split("\n")
+    assert lines[0] == "| claim | Δ at n = 100 | held? (n = 100) | Δ at n = 300 | held? (n = 300) |"
+    assert lines[2] == "| K: k beats n (P) | +5.00 ± 0.20 pp | better | +0.17 ± 1.04 pp | no significant difference |"
+    assert lines[3] == "| M: m beats n (Q) | n/a | n/a | n/a | n/a |"  # arm m was not run
+    assert "* **K: held in part** (n = 100: better, n = 300: no significant difference)." in lines
+    assert lines[-1] == "* **M: not shown** — no significant difference at this scale (n = 100: n/a, n = 300: n/a)."
+    assert arms.claims_table([("a", s1)], claims[:1], note="").split("\n")[-1] == "* **K: held** in every setting."
+    rev = arms.claims_table([("a", s1), ("b", s3)], claims[:1], scale=0.1, digits=3)
+    assert "| +0.500 ± 0.020 | better | -0.300 ± 0.010 | worse |" in rev
+    assert "* **K: held in part** (a: better, b: worse)." in rev
+    assert "**K: did not hold**" in arms.claims_table([("b", s3)], claims[:1])
+
+
+def test_threshold_claims_for_single_seed_studies():
+    T = arms.ThresholdClaim
+    s = {"a": {"acc": 0.95, "sc": 0.2, "none": None}, "b": {"acc": 0.5, "sc": 0.6}}
+    claims = [T("a groks", "P1", (("a", "acc", ">=", 0.9),)),
+              T("a collapses less than b", "P2", (("a", "sc", "<", ("b", "sc")), ("b", "acc", ">", 0.5))),
+              T("c groks", "P3", (("c", "acc", ">=", 0.9),)),
+              T("undefined", "P4", (("a", "none", "<=", 1.0),))]
+    r = arms.threshold_results(s, claims)
+    assert [x["word"] for x in r] == ["held", "did not hold", "n/a", "n/a"]  # 0.5 > 0.5 fails; c missing; None
+    assert r[1]["evidence"] == "`a` sc 0.200 < `b` sc 0.600; `b` acc 0.500 > 0.5"
+    sec = arms.thresholds_section(s, claims).split("\n")
+    assert sec[0] == "* **a groks** (P1). Tested as `a` acc 0.950 ≥ 0.9: **held** here."
+    assert sec[2] == "* **c groks** (P3): not run here (an arm it needs is missing)."
+    assert "`a` none n/a ≤ 1" in sec[3] and "**n/a**" in sec[3]
+    nan = arms.threshold_results({"a": {"x": float("nan")}}, [T("t", "s", (("a", "x", ">", 0.0),))])
+    assert nan[0]["word"] == "n/a"
+    with pytest.raises(ValueError, match="conditions"):
+        T("x", "y", (("a", "k", "==", 1.0),))
+    with pytest.raises(ValueError, match="conditions"):
+        T("x", "y", (("a", "k", ">="),))
+
+
+def test_rank_claim_sentence():
+    ranks = {"ce": 2.5, "gce": 1.0, "ldr:l2": 3.0, "mae": 4.5}
+    c = arms.RankClaim("LDR near-best", "Zhu 2023", ("ldr",), top=3)
+    assert arms.rank_sentence(ranks, c, str.upper, noun="losses") == (
+        "* **LDR near-best** (Zhu 2023): LDR:L2 3.0 of 4 losses; best GCE (1.0); top 3: GCE, CE, LDR:L2 "
+        "→ **held** here.")
+    assert arms.rank_sentence(ranks, dataclasses.replace(c, top=2)).endswith("top 2: gce, ce → **did not hold** here.")
+    assert arms.rank_sentence(ranks, dataclasses.replace(c, arms=("sce",))) is None  # no claimed arm ran
+    assert arms.rank_sentence({"ldr": 1.0}, c) is None  # nothing to rank against
+    with pytest.raises(ValueError, match="top"):
+        arms.RankClaim("x", "y", ("a",), top=0)
+
+
+# ------------------------------------------------------------------------------------- arms: tables, plots
+
+
+def test_metrics_table_digits_per_metric_and_bold_best():
+    r = _res(a={"acc": [0.5, 0.7], "nll": [1.0, 1.2]}, b={"acc": [0.9, 0.9], "nll": [2.0, 2.0]},
+             c={"acc": [0.9, 0.9]})
+    # default call: unchanged layout (3 decimals, sample std, "–" for a missing metric, absent arms skipped)
+    assert arms.metrics_table(r, ["a", "b", "c", "zz"], ["acc", "nll"]).split("\n") == [
+        "| arm | acc | nll |", "|---|---|---|", "| a | 0.600 ± 0.141 | 1.100 ± 0.141 |",
+        "| b | 0.900 ± 0.000 | 2.000 ± 0.000 |", "| c | 0.900 ± 0.000 | – |"]
+    t = arms.metrics_table(r, ["a", "b", "c"], ["acc", "nll"], {"acc": 1}, best={"acc": "higher", "nll": "lower"})
+    assert t.split("\n")[2:] == ["| a | 0.6 ± 0.1 | **1.100 ± 0.141** |", "| b | **0.9 ± 0.0** | 2.000 ± 0.000 |",
+                                 "| c | **0.9 ± 0.0** | – |"]  # a tie is bold in both rows
+    assert "**" not in arms.metrics_table(r, ["a"], ["acc"], 2)
+    with pytest.raises(ValueError, match="best"):
+        arms.metrics_table(r, ["a"], ["acc"], best={"acc": "up"})
+
+
+def test_plot_panels_labels_and_limits(tmp_path, monkeypatch):
+    import matplotlib.pyplot as plt
+
+    figs = []
+    monkeypatch.setattr(plt, "close", figs.append)
+    panels = [("bar", "ece", {"a": [1.0, 2.0], "b": [3.0, 3.5]}, {"ylabel": "ECE (%)", "ylim": (0.0, 5.0)}),
+              ("curve", "rmse", {"a": [[3.0, 2.0, 1.0]]}, {"ylabel": "RMSE", "xlabel": "step"}),
+              ("bar", "plain", {"a": [1.0, 1.2]})]
+    arms.plot_panels(str(tmp_path / "p.png"), panels)
+    ax = figs[0].axes
+    assert (tmp_path / "p.png").exists()
+    assert (ax[0].get_ylabel(), ax[0].get_ylim()) == ("ECE (%)", (0.0, 5.0))
+    assert (ax[1].get_ylabel(), ax[1].get_xlabel()) == ("RMSE", "step") and ax[2].get_ylabel() == ""
+    monkeypatch.undo()
+    for f in figs:
+        plt.close(f)
+    with pytest.raises(ValueError, match="options"):
+        arms.plot_panels(str(tmp_path / "q.png"), [("bar", "t", {"a": [1.0]}, {"color": "r"})])
+    with pytest.raises(ValueError, match="panels"):
+        arms.plot_panels(str(tmp_path / "q.png"), [("pie", "t", {"a": [1.0]})])
+
+
+# ------------------------------------------------------------------------------------- report, stats helpers
+
+
+def test_write_report_drops_the_generated_title_below_a_kept_preamble(tmp_path):
+    p = report.provenance(["python", "-m", "x"])
+    out = str(tmp_path)
+    report.write_report(out, "d", "# Generated title\n\nbody", prov=p)  # no preamble: the title stays
+    assert open(tmp_path / "d.md").read() == f"# Generated title\n\n{report.provenance_line(p)}\n\nbody"
+    (tmp_path / "d.md").write_text(f"# Mine\n\ntext\n\n{report.MARK}\n\nold\n")
+    report.write_report(out, "d", "# Generated title\n\n## Results\n\nbody", prov=p)
+    kept = f"# Mine\n\ntext\n\n{report.MARK}\n\n{report.provenance_line(p)}\n\n"
+    assert open(tmp_path / "d.md").read() == kept + "## Results\n\nbody"
+    report.write_report(out, "d", "## Results\n\nbody", prov=p)  # no level-1 title: nothing is dropped
+    assert open(tmp_path / "d.md").read() == kept + "## Results\n\nbody"
+
+
+def test_rounded_keeps_structure_and_rounds_floats():
+    obj = {"a": [math.pi, 2, (1 / 3, "s")], "b": {"c": np.float64(123456.789)}, "n": float("nan"), "t": True}
+    r = report.rounded(obj, 4)
+    assert r["a"] == [3.142, 2, [0.3333, "s"]] and r["b"] == {"c": 123500.0} and r["t"] is True
+    assert math.isnan(r["n"]) and report.rounded(float("inf")) == float("inf")
+    assert json.loads(json.dumps(report.rounded(obj))) is not None
+
+
+def test_spearman_matches_a_restatement_on_ranks():
+    x = np.array([3.0, 1.0, 4.0, 1.0, 5.0, 9.0, 2.0, 6.0])
+    y = np.array([2.0, 7.0, 1.0, 8.0, 2.0, 8.0, 1.0, 8.0])
+
+    def ranks(v):  # average ranks of ties, 1-based
+        order = v.argsort(kind="stable")
+        r = np.empty(len(v))
+        r[order] = np.arange(1, len(v) + 1)
+        return np.array([r[v == e].mean() for e in v])
+
+    rho = np.corrcoef(ranks(x), ranks(y))[0, 1]
+    t = rho * math.sqrt((len(x) - 2) / (1 - rho**2))
+    r, p = stats.spearman(x, y)
+    assert r == pytest.approx(rho, rel=1e-12) and p == pytest.approx(2 * sps.t.sf(abs(t), len(x) - 2), rel=1e-9)
+    assert stats.spearman([1, 2, 3], [3, 2, 1])[0] == pytest.approx(-1.0)
+    with pytest.raises(ValueError, match="same length"):
+        stats.spearman([1.0, 2.0], [1.0])

@@ -1,7 +1,7 @@
 """float64 PyTorch oracles for the linear-head family (materialised logits, autograd gradients).
 
 Independent of the JAX code: the maths is restated from the papers (CE / entropy / z-loss; KL, reverse KL,
-generalized JSD; sequence log-probabilities, DPO, ORPO) on full [N, V] logits in float64.
+generalized JSD; sequence log-probabilities, DPO, ORPO, KTO) on full [N, V] logits in float64.
 """
 
 from __future__ import annotations
@@ -80,6 +80,15 @@ def seq_logps(e_, c_, tokens, mask):
     tok = torch.tensor(np.where(mask, tokens, 0)).long()
     lp = logp.gather(-1, tok[..., None])[..., 0]
     return torch.where(torch.tensor(np.asarray(mask)), lp, torch.zeros(())).sum(-1)
+
+
+def kto_rows(pol, ref, desirable, z0, beta, lam_d, lam_u):
+    """KTO per example, Ethayarajh et al. (ICML 2024) Eq. 8 as written: ``lambda_y - v(x, y)`` with
+    ``v = lambda_D sigmoid(beta (r - z0))`` (desirable) or ``lambda_U sigmoid(beta (z0 - r))``."""
+    r = pol - ref
+    des = torch.tensor(np.asarray(desirable))
+    v = torch.where(des, lam_d * torch.sigmoid(beta * (r - z0)), lam_u * torch.sigmoid(beta * (z0 - r)))
+    return torch.where(des, torch.full_like(v, lam_d), torch.full_like(v, lam_u)) - v
 
 
 def log_sigmoid(x):

@@ -210,6 +210,24 @@ def test_linear_ce_kernels_lower_for_tpu():
     assert text.count("tpu_custom_call") == 3
 
 
+def test_linear_head_statistics_kernel_lowers_for_tpu():
+    # linear_ce_head(impl='tpu'): the forward kernel with the entropy accumulator and running argmax
+    # ([bn, 1] int32 output and scratch) obeys the (8, 128) rule; its backward is XLA (no kernel)
+    from lossjax.kernels import linear_ce_head
+
+    s = jax.ShapeDtypeStruct
+
+    def f(e, c, t):
+        def g(e, c):
+            o = linear_ce_head(e, c, t, impl="tpu", softcap=30.0, temperature=1.5, config=TpuConfig(interpret=False))
+            return o.loss.astype(jnp.float32) + jnp.sum(o.entropy) + o.accuracy
+        return jax.value_and_grad(g, argnums=(0, 1))(e, c)
+
+    bf = jnp.bfloat16
+    text = _lower_tpu(f, s((1000, 2304), bf), s((5000, 2304), bf), s((1000,), jnp.int32))
+    assert "lossjax_cce_tpu_head_fwd" in text and text.count("tpu_custom_call") == 1
+
+
 def test_softmax_kernels_lower_for_tpu():
     x = jax.ShapeDtypeStruct((100, 4099), jnp.float32)
     for fn in (two_pass_softmax_tpu, two_pass_log_softmax_tpu):

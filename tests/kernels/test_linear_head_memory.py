@@ -1,6 +1,6 @@
 """Compiled temp memory (``memory_analysis().temp_size_in_bytes``) of the linear-head family: the chunked
-forward + backward of linear_ce_head, linear_kd_loss and linear_dpo_loss does not grow with V, while the
-materialised-logits versions hold at least one [N, V] f32 array."""
+forward + backward of linear_ce_head, linear_kd_loss, linear_dpo_loss and linear_kto_loss does not grow with V,
+while the materialised-logits versions hold at least one [N, V] f32 array."""
 
 from __future__ import annotations
 
@@ -8,7 +8,7 @@ import jax
 import jax.numpy as jnp
 import pytest
 
-from lossjax.kernels import ChunkedConfig, linear_ce_head, linear_dpo_loss, linear_kd_loss
+from lossjax.kernels import ChunkedConfig, linear_ce_head, linear_dpo_loss, linear_kd_loss, linear_kto_loss
 
 N, D, BV = 256, 32, 512
 CFG = ChunkedConfig(block_v=BV)
@@ -76,3 +76,23 @@ def test_dpo_temp_flat_in_v():
     small, large = _temp(_dpo("chunked"), *args(4096)), _temp(_dpo("chunked"), *args(16384))
     assert small == large
     assert _temp(_dpo("naive"), *args(4096)) >= N * 4096 * 4
+
+
+def _kto(impl):
+    def f(e, c, y, ref, ke, ky, kref):
+        des = jnp.arange(y.shape[0]) % 3 != 0
+
+        def g(e, c):
+            return jnp.sum(linear_kto_loss(e, c, y, des, ref_logps=ref, kl_embeddings=ke, kl_tokens=ky,
+                                           ref_kl_logps=kref, impl=impl, config=CFG if impl == "chunked" else None))
+        return jax.value_and_grad(g, argnums=(0, 1))(e, c)
+    return f
+
+
+def test_kto_temp_flat_in_v():
+    def args(v):
+        return (_sds(8, N // 8, D), _sds(v, D), _sds(8, N // 8, dtype=jnp.int32), _sds(8),
+                _sds(8, N // 8, D), _sds(8, N // 8, dtype=jnp.int32), _sds(8))
+    small, large = _temp(_kto("chunked"), *args(4096)), _temp(_kto("chunked"), *args(16384))
+    assert small == large
+    assert _temp(_kto("naive"), *args(4096)) >= N * 4096 * 4

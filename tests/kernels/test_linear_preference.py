@@ -1,4 +1,4 @@
-"""Fused-linear sequence log-probabilities, DPO, SPO and ORPO against float64 PyTorch restatements of the
+"""Fused-linear sequence log-probabilities, DPO, SPO, ORPO and KTO against float64 PyTorch restatements of the
 papers' formulas on materialised logits (values and gradients; prompt and padding masks holding garbage
 token ids; reference under stop_gradient), against lossjax.losses.sequence_logprob, bf16, and errors."""
 
@@ -10,11 +10,12 @@ import numpy as np
 import pytest
 import torch
 from _kernels_oracle import rel
-from _linear_head_oracle import LOG2, log1mexp, log_sigmoid, seq_logps, t64
+from _linear_head_oracle import LOG2, kto_rows, log1mexp, log_sigmoid, seq_logps, t64
 
 from lossjax.kernels import (
     ChunkedConfig,
     linear_dpo_loss,
+    linear_kto_loss,
     linear_orpo_loss,
     linear_sequence_logprob,
     linear_spo_loss,
@@ -135,3 +136,45 @@ def test_ref_logps_bf16_and_errors():
         linear_sequence_logprob(e, c, np.full(y.shape, V, np.int32))  # an unmasked out-of-range token
     with pytest.raises(ValueError, match="lam"):
         linear_orpo_loss(e, c, y, m, lam=-1.0)
+
+
+def test_kto_matches_float64_with_batch_reference_point():
+    e, c, er, cr, y, m = _data(seed=2)
+    e, er, y, m = (x.reshape((2 * P,) + x.shape[2:]) for x in (e, er, y, m))  # 6 unpaired examples
+    des = np.array([True, False, True, True, False, True])
+    # mismatched pairs (x_i, y_{i+1}): other hidden states, the next example's tokens and mask
+    rng = np.random.default_rng(9)
+    ke, ker = rng.standard_normal(e.shape).astype(np.float32), rng.standard_normal(er.shape).astype(np.float32)
+    ky, km = np.roll(y, 1, axis=0), np.roll(m, 1, axis=0)
+    where = np.array([True, True, True, False, True, True])
+    kw = dict(beta=BETA, desirable_weight=1.3, undesirable_weight=0.8, where=where, config=CFG)
+
+    def f(e, c, er, cr, ke):
+        return jnp.sum(linear_kto_loss(e, c, y, des, m, ref_embeddings=er, ref_classifier=cr, kl_embeddings=ke,
+                                       kl_tokens=ky, kl_mask=km, ref_kl_embeddings=ker, **kw))
+
+    val, (ge, gc, ger, gcr, gke) = jax.jit(jax.value_and_grad(f, argnums=(0, 1, 2, 3, 4)))(e, c, er, cr, ke)
+    e_, c_ = t64(e, True), t64(c, True)
+    pol, ref = seq_logps(e_, c_, y, m), seq_logps(t64(er), t64(cr), y, m)
+    gap = (seq_logps(t64(ke), t64(c), ky, km) - seq_logps(t64(ker), t64(cr), ky, km)).numpy()
+    z0 = max(0.0, float(gap[where].mean()))
+    assert z0 > 0.1  # the estimate is active (not clamped to 0)
+    want = (kto_rows(pol, ref.detach(), des, z0, BETA, 1.3, 0.8) * torch.tensor(where)).sum()
+    de, dc = torch.autograd.grad(want, (e_, c_))
+    np.testing.assert_allclose(val, want.item(), rtol=2e-5)
+    assert rel(ge, de.numpy()) < 3e-5 and rel(gc, dc.numpy()) < 3e-5
+    for g in (ger, gcr, gke):  # reference model and the KL pass: stop_gradient
+        assert not np.any(np.asarray(g))
+    # precomputed reference log-probs and reference point give the same losses
+    got = jax.jit(lambda e, c: linear_kto_loss(e, c, y, des, m, ref_logps=ref.numpy(), reference_point=z0, **kw))(e, c)
+    np.testing.assert_allclose(jnp.sum(got), val, rtol=2e-5)
+    with pytest.raises(ValueError, match="ref_kl_logps"):
+        linear_kto_loss(e, c, y, des, m, ref_logps=ref.numpy(), kl_embeddings=ke, kl_tokens=ky)
+    with pytest.raises(ValueError, match="kl_tokens"):
+        linear_kto_loss(e, c, y, des, m, ref_logps=ref.numpy(), kl_embeddings=ke)
+    with pytest.raises(ValueError, match="kl_embeddings"):
+        linear_kto_loss(e, c, y, des, m, ref_logps=ref.numpy(), kl_tokens=ky, reference_point=0.0)
+    with pytest.raises(ValueError, match="reference_point"):
+        linear_kto_loss(e, c, y, des, m, ref_logps=ref.numpy())
+    with pytest.raises(ValueError, match="desirable"):
+        linear_kto_loss(e, c, y, des[:3], m, ref_logps=ref.numpy(), reference_point=0.0)

@@ -76,7 +76,9 @@ def test_extreme_logits(name):
 def test_masks(name):
     fn = LOSSES[name][0]
     H.assert_all_masked_zero(fn)
-    H.assert_class_mask_drops_class(fn)
+    # the smooth adversarial term depends on score differences, not only on probabilities: a -inf
+    # logit there is probability 0 with an infinite score difference, not a masked class
+    H.assert_class_mask_drops_class(fn, inf_is_mask=name != "smooth_adv")
 
 
 @pytest.mark.parametrize("name", [n for n in BATTERY if n != "tgce"])
@@ -333,3 +335,21 @@ def test_stability_hypothesis(x, lab):
     xm = np.clip(x, -20, 20)  # moderate range: compare against float64 numpy closed forms
     vals_m, _ = _all_losses(jnp.asarray(xm), jnp.asarray(y))
     np.testing.assert_allclose(vals_m, _np_ref(xm, y), rtol=2e-5, atol=1e-6)
+
+
+def test_smooth_adversarial_extremes_and_neg_inf():
+    # ±3e38 logits: the score-difference norm (≈ 4e38, beyond float32) is +inf and its gradient
+    # the float64 one; a -inf logit is probability 0, not a masked class: the loss is +inf with
+    # the limit gradient (the float64 gradient at -1e30, where only the sign pattern of δ counts)
+    x = np.array([[3e38, -3e38, 0.0, 1.0], [-0.4, -np.inf, 1.1, -0.7]], np.float32)
+    y = np.array([0, 0])
+    f = lambda a: CS.smooth_adversarial_comp_sum_loss(a, a[:, ::-1], y, nu=0.5)  # noqa: E731
+    v = np.asarray(f(x))
+    g = np.asarray(jax.jacrev(lambda a: f(a))(x))  # [row, row', K]
+    with jax.enable_x64(True):
+        x64 = np.where(np.isinf(x), -1e30, x).astype(np.float64)
+        v64 = np.asarray(f(x64))
+        g64 = np.asarray(jax.jacrev(lambda a: f(a))(x64))
+    assert v[0] == np.inf and v[1] == np.inf and v64[0] > 3.4e38
+    np.testing.assert_allclose(g[0, 0], g64[0, 0], rtol=1e-5, atol=1e-6)
+    np.testing.assert_allclose(g[1, 1], g64[1, 1], rtol=1e-5, atol=1e-6)

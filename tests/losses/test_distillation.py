@@ -465,3 +465,22 @@ def test_errors_name_the_argument():
         plackett_luce_distillation_loss(XS, XT, Y, weighting="x")
     with pytest.raises(ValueError, match="temperature"):
         binary_kl_norm_loss(XS, XT, temperature=-1.0)
+
+
+def test_pld_neg_inf_student_logit_is_probability_zero():
+    # only `where` removes a class: a -inf student logit keeps its place in the teacher's order;
+    # its term is +inf while a larger logit follows (gradient: the logit at -1e4, float64), and
+    # log(#-inf left) = 0 in the last place
+    zt = np.array([[0.3, 2.5, 1.0, -2.0], [0.3, 2.5, 1.0, -2.0]], np.float32)
+    zs = np.array([[1.0, -np.inf, 0.5, -1.0], [1.0, 0.5, 0.2, -np.inf]], np.float32)
+    y = np.array([0, 0])
+    f = lambda z: plackett_luce_distillation_loss(z, zt, y)  # noqa: E731
+    v = np.asarray(f(zs))
+    with jax.enable_x64(True):
+        z64 = np.where(np.isinf(zs), -1e4, zs).astype(np.float64)
+        v64 = np.asarray(f(z64))
+        g64 = np.asarray(jax.grad(lambda z: jnp.sum(f(z)))(z64))
+    assert v[0] == np.inf
+    np.testing.assert_allclose(v[1], v64[1], rtol=1e-6)
+    np.testing.assert_allclose(np.asarray(jax.grad(lambda z: f(z)[1])(zs))[1], g64[1], rtol=1e-5, atol=1e-7)
+    np.testing.assert_allclose(np.asarray(jax.grad(lambda z: f(z)[0])(zs))[0], g64[0], rtol=1e-5, atol=1e-7)

@@ -197,3 +197,16 @@ def test_hyperparameter_errors():
         F.dual_cross_entropy_loss(X, Y, beta=-1.0)
     with pytest.raises(ValueError, match="`focal_alpha`"):
         F.dual_cross_entropy_focal_loss(X, Y, focal_alpha=np.ones((2, 4)))
+
+
+def test_focal_gradient_at_float32_extremes():
+    # p_y ≈ 0 at logits ±3e38: −log p_y ≈ 3e38 and the focal weight is 1; its gradient must be the
+    # float64 one (the product rule once gave γ·3e38 = inf times σ(−ℓu) = 0, a NaN)
+    x = np.array([[-3e38, 3e38, 3e38, -1.0], [3e38, -3e38, 0.0, 1.0]], np.float32)
+    y = np.array([3, 0])
+    for fn in (F.softmax_focal_loss, F.dual_cross_entropy_focal_loss):
+        g = jax.grad(lambda a, fn=fn: jnp.sum(fn(a, y)))(x)
+        with jax.enable_x64(True):
+            g64 = jax.grad(lambda a, fn=fn: jnp.sum(fn(a, y)))(jnp.asarray(x, jnp.float64))
+        np.testing.assert_allclose(g, g64, atol=1e-6)
+        np.testing.assert_allclose(g[0], [0.0, 0.5, 0.5, -1.0], atol=1e-6)

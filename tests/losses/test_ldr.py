@@ -45,7 +45,7 @@ def test_battery(name):
     H.assert_bf16(fn)
     H.assert_extreme_finite(fn)
     H.assert_all_masked_zero(fn)
-    H.assert_class_mask_drops_class(fn)
+    H.assert_class_mask_drops_class(fn, inf_is_mask=False)  # −inf: see test_minus_inf_is_probability_zero
     H.assert_axis(fn)
     H.assert_bad_input(fn)
     if name in ("ldr", "ldr_hinge"):  # score normalisation is not shift invariant by design
@@ -216,7 +216,7 @@ def test_aldr_battery():
     v1, g1 = jax.value_and_grad(lambda z: jnp.sum(_aldr(z, jnp.array([0, 0]))))(jnp.ones((2, 1)))
     assert float(v1) == 0.0 and np.all(g1 == 0.0)
     H.assert_all_masked_zero(_aldr)
-    H.assert_class_mask_drops_class(_aldr)
+    H.assert_class_mask_drops_class(_aldr, inf_is_mask=False)
     H.assert_axis(_aldr)
 
 
@@ -243,3 +243,41 @@ def test_aldr_errors():
 def test_ldr_c0_is_scaled_ce_float32():
     np.testing.assert_allclose(L.ldr_kl_loss(X, Y, lambda_=1.0, margin=0.0),
                                CS.comp_sum_loss(X, Y) - np.log(4), rtol=1e-5, atol=1e-6)
+
+
+def test_minus_inf_is_probability_zero():
+    """A −inf logit is a class of probability 0 that stays in ``K`` (docs/conventions.md), and
+    ``±inf`` / ``±3e38`` logits go through the score normalisations as their limit."""
+    x = np.array(X, copy=True)
+    x[:, 2] = -np.inf  # Y has no label 2
+    keep = [0, 1, 3]
+    y_red = np.array([keep.index(v) for v in Y], np.int32)
+    # ψ_K = λ log((1/K) Σ_{k≠2} e^{z_k/λ}) = ψ over the other classes + λ log((K−1)/K)
+    lam = 10.0
+    want = L.ldr_kl_loss(X[:, keep], y_red, lambda_=lam) + lam * np.log(3 / 4)
+    val, g = jax.value_and_grad(lambda z: jnp.sum(L.ldr_kl_loss(z, Y, lambda_=lam)))(jnp.asarray(x))
+    np.testing.assert_allclose(L.ldr_kl_loss(x, Y, lambda_=lam), want, rtol=2e-6, atol=2e-6)
+    assert np.all(np.isfinite(g)) and np.all(g[:, 2] == 0)
+    # 'l1': one −inf entry takes the whole normalised mass −K (finite entries tend to 0, with
+    # zero gradient), so the loss equals that of the raw scores −K·e_2
+    lim = np.zeros_like(X)
+    lim[:, 2] = -4.0
+    got, g = jax.value_and_grad(lambda z: jnp.sum(_aldr(z, Y, normalize="l1")))(jnp.asarray(x))
+    np.testing.assert_allclose(_aldr(x, Y, normalize="l1"), _aldr(lim, Y, normalize=None), rtol=1e-6)
+    np.testing.assert_array_equal(g, 0.0)
+    # 'softplus_mean': softplus(−inf) = 0 is a score of 0 (float64 oracle at −1e300), and rows of
+    # ±3e38 (float64 oracle) stay finite
+    xs = np.concatenate([x[:2], np.array([[3e38, -3e38, 0.0, 1.0]], np.float32)])
+    sp = P(L.ldr_kl_loss, normalize="softplus_mean")
+    with jax.enable_x64(True):
+        x64 = np.where(np.isneginf(xs), -1e300, xs.astype(np.float64))
+        v64, g64 = jax.value_and_grad(lambda z: jnp.sum(sp(z, Y)))(jnp.asarray(x64))
+        v64 = sp(jnp.asarray(x64), Y)
+    val, g = jax.value_and_grad(lambda z: jnp.sum(sp(z, Y)))(jnp.asarray(xs))
+    np.testing.assert_allclose(sp(xs, Y), v64, rtol=1e-5, atol=1e-5)
+    np.testing.assert_allclose(g, g64, rtol=1e-4, atol=1e-5)
+    # l1 at ±3e38: the mean |x| does not overflow (f = x / mean|x| = [2, −2, 0, ~0])
+    big = np.array([[3e38, -3e38, 0.0, 1.0]], np.float32)
+    np.testing.assert_allclose(
+        _aldr(big, Y[:1], normalize="l1"), _aldr(np.array([[2.0, -2.0, 0.0, 0.0]], np.float32), Y[:1],
+                                                  normalize=None), rtol=1e-6)

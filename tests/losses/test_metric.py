@@ -464,3 +464,18 @@ def test_pytorch_metric_learning_oracle():
         np.testing.assert_allclose(float(s.sum() / c.sum()), float(losses.TripletMarginLoss(margin=0.3)(et, yt)),
                                    atol=1e-9)
     del pml
+
+
+def test_nan_embedding_propagates():
+    # NaN in -> NaN out: a NaN query gives NaN (not a clamped distance), the other queries are
+    # unchanged; a NaN embedding makes the ICNN score NaN (it is selected, not dropped, by k-NN)
+    q = np.array([[1.0, 0.0], [2.0, np.nan], [0.5, 0.5]], np.float32)
+    protos = np.array([[0.0, 0.0], [3.0, 0.0]], np.float32)
+    out = np.asarray(M.proto_triplet_loss(q, np.array([0, 0, 1]), protos))
+    clean = np.asarray(M.proto_triplet_loss(q[[0, 2]], np.array([0, 1]), protos))
+    assert np.isnan(out[1])
+    np.testing.assert_array_equal(out[[0, 2]], clean)
+    e = E.astype(np.float32).copy()
+    e[4, 1] = np.nan
+    v, g = jax.value_and_grad(lambda z: M.icnn_loss(z, Y, k=1))(e)
+    assert np.isnan(v) and np.isnan(g).any()

@@ -307,3 +307,56 @@ def test_errors_name_the_argument():
         profit_aware_pairwise_bce(SC, PNL, top_k=0)
     with pytest.raises(ValueError, match="positive_weight"):
         weighted_listwise_bce(SC, PO, positive_weight=0.0)
+
+
+# ------------------------------------------------------------------ non-finite scores (docs/conventions.md)
+
+_NEG_INF_CASES = {
+    "decoupled": lambda s, p: decoupled_softmax_loss(s, p),
+    "infonce": lambda s, p: infonce_loss(s, p),
+    "soft_topk": lambda s, p: soft_topk_loss(s, p, k=2),
+    "listwise_bce": lambda s, p: weighted_listwise_bce(s, p.astype(s.dtype)),
+}
+
+
+@pytest.mark.parametrize("name", list(_NEG_INF_CASES))
+def test_neg_inf_positive_is_probability_zero_not_an_absent_label(name):
+    # only `where` removes a label: a -inf positive gives the limit +inf, with the gradient of
+    # the finite problem at -1e4 (float64); a -inf negative is a label of probability 0
+    fn = _NEG_INF_CASES[name]
+    s = np.array([[-np.inf, 0.5, 1.0, -0.3], [0.7, -np.inf, 1.0, -0.3]], np.float32)
+    pos = np.array([[True, False, False, False], [True, False, False, False]])
+    v, g = jax.jit(jax.vmap(jax.value_and_grad(lambda a, p: jnp.sum(fn(a, p)))))(s[:, None], pos[:, None])
+    assert v[0] == np.inf and np.isfinite(v[1])
+    with jax.enable_x64(True):
+        s64 = np.where(np.isinf(s), -1e4, s).astype(np.float64)
+        v64, g64 = jax.vmap(jax.value_and_grad(lambda a, p: jnp.sum(fn(a, p))))(s64[:, None], pos[:, None])
+    np.testing.assert_allclose(v[1], v64[1], rtol=1e-5)
+    np.testing.assert_allclose(np.asarray(g)[:, 0], np.asarray(g64)[:, 0], rtol=1e-5, atol=1e-6)
+
+
+def test_soft_topk_threshold_ignores_a_very_low_score():
+    # the bisection bracket comes from the top ranks: a -inf (or -1e30) score does not widen it,
+    # so a few bisection steps give the same threshold as with a merely low score
+    s = np.array([[2.0, 0.5, 1.0, -0.3, x] for x in (-50.0, -np.inf, -1e30)], np.float32)
+    pos = np.zeros(s.shape, bool)
+    pos[:, 1] = True
+    out = np.asarray(soft_topk_loss(s, pos, k=2, num_iters=6))
+    np.testing.assert_allclose(out[1:], [out[0], out[0]], rtol=1e-6)
+    np.testing.assert_allclose(out[0], soft_topk_loss(s[0], pos[0], k=2), rtol=1e-3)
+
+
+def test_nan_score_is_never_dropped():
+    # PA-BCE (pairwise): the NaN item has the lowest P&L, outside the top-2 pairs
+    s = np.array([[0.2, 1.0, np.nan, 0.3], [0.2, 1.0, -0.5, 0.3]], np.float32)
+    pnl = np.array([[5.0, 1.0, -3.0, 2.0]] * 2, np.float32)
+    v, g = jax.value_and_grad(lambda a: jnp.sum(profit_aware_pairwise_bce(a, pnl, top_k=2)))(s)
+    out = profit_aware_pairwise_bce(s, pnl, top_k=2)
+    assert np.isnan(out[0]) and np.isfinite(out[1]) and np.isnan(v)
+    assert np.isnan(g[0, 2]) and np.all(np.isfinite(g[1]))
+    # a NaN P&L is selected, not sorted away
+    pnl_nan = pnl.copy()
+    pnl_nan[1, 2] = np.nan
+    assert np.isnan(profit_aware_pairwise_bce(s, pnl_nan, top_k=2)[1])
+    # soft top-k: a NaN negative reaches the threshold
+    assert np.isnan(soft_topk_loss(s, s > 0.5, k=2)[0])

@@ -91,16 +91,37 @@ def test_spherical_soft_labels_class_mask_and_excluded_classes():
     t = np.array([[0.5, 0.5, 0, 0], [0, 0, 0.25, 0.75], [1, 0, 0, 0]], np.float32)
     per = np.stack([SZ(x, np.full(3, k, np.int32)) for k in range(4)], -1)
     np.testing.assert_allclose(SZ(x, t), (t * per).sum(-1), rtol=1e-6)
-    # a per-class mask is the same as deleting the class; so is a -inf logit
+    # a per-class mask is the same as deleting the class
     cm = np.ones((3, 4), bool)
     cm[:, 2] = False
     y = np.array([0, 3, 1], np.int32)
     y_red = np.array([0, 2, 1], np.int32)
     red = SZ(np.delete(x, 2, axis=1), y_red)
     np.testing.assert_allclose(SZ(x, y, where=cm), red, rtol=1e-6)
-    xi = np.array(x)
+
+
+def test_spherical_nonfinite_limits():
+    """A −inf logit is a class of probability 0, not a mask (docs/conventions.md): as x_j → −∞,
+    μ ≈ −L/K and σ ≈ L√(K−1)/K, so z_k → 1/√(K−1) for the finite classes and z_j → −√(K−1)
+    (hand-derived), with zero gradient; no finite class: NaN; ±3e38 equals the float64 value."""
+    xi = np.array(X34)
     xi[:, 2] = -np.inf
-    np.testing.assert_allclose(SZ(xi, y), red, rtol=1e-6)
+    y = np.array([0, 2, 1], np.int32)  # row 1: the label is the −inf class
+    want = np.log1p(np.exp([-1 / np.sqrt(3), np.sqrt(3), -1 / np.sqrt(3)]))
+    val, g = jax.value_and_grad(lambda z: jnp.sum(SZ(z, y)))(jnp.asarray(xi))
+    np.testing.assert_allclose(SZ(xi, y), want, rtol=1e-6)
+    np.testing.assert_array_equal(g, 0.0)
+    assert np.isnan(SZ(np.full((1, 4), -np.inf, np.float32), np.array([0]))[0])
+    big = np.array([[3e38, -3e38, 0.0, 1.0], [-3e38, 3e38, 3e38, -1.0], [1e30, -2e30, 0.0, 5e29]], np.float32)
+    # scale invariance is the oracle: the same rows divided by 3e38, 3e38 and 5e29
+    small = np.array([[1.0, -1.0, 0.0, 0.0], [-1.0, 1.0, 1.0, 0.0], [2.0, -4.0, 0.0, 1.0]], np.float32)
+    np.testing.assert_allclose(SZ(big, Y3), SZ(small, Y3), rtol=1e-6)
+    g = jax.grad(lambda z: jnp.sum(SZ(z, Y3)))(jnp.asarray(big))
+    assert np.all(np.isfinite(g)) and np.all(np.abs(g) < 1e-29)  # (1/scale)·∇L(small)
+    # the (log Z)² penalty: gradient 2·log Z·softmax, the overflowing 2·3e38 only where p = 1
+    pen = jax.grad(lambda z: jnp.sum(logsumexp_squared_penalty(z)))
+    np.testing.assert_array_equal(pen(jnp.asarray(big[:1])), [[np.inf, 0.0, 0.0, 0.0]])
+    np.testing.assert_allclose(pen(jnp.array([[1e18, -1e18, 0.0, 1.0]])), [[2e18, 0.0, 0.0, 0.0]], rtol=1e-6)
 
 
 def test_spherical_battery():

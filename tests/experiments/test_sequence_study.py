@@ -1,0 +1,91 @@
+"""Smoke test of the sequence study (two cheap arms, tiny) and its metrics against independent oracles
+(scikit-learn, closed forms)."""
+
+import os
+
+import gin
+import numpy as np
+import pytest
+
+from experiments import sequence_study as S
+from experiments.kit import cli, report
+from experiments.tasks import sequence as T
+
+
+@pytest.fixture(autouse=True)
+def _clear_gin():
+    gin.clear_config()
+    yield
+    gin.clear_config()
+
+
+def test_smoke_two_arms_report(tmp_path):
+    confs = [os.path.join(S.CONFIG_DIR, f"{a}.gin") for a in ("pref_dpo", "mia_ppl")]
+    args = cli.StudyArgs(configs=tuple(confs), custom=True, bindings=S.SMOKE_BINDINGS, workdir=str(tmp_path / "runs"),
+                         report_dir=str(tmp_path / "out"), progress=False,
+                         provenance=report.provenance(["python", "-m", "experiments.sequence_study", "--smoke"]))
+    res = S.run(args)["results"]
+    m = {k: np.asarray(v) for k, v in res["pref_dpo"]["metrics"].items()}
+    assert m["win_rate"].shape == (2,) and np.all((m["win_rate"] > 0) & (m["win_rate"] < 1))
+    assert np.all(m["kl_to_ref"] >= 0)  # an exact KL of two softmax policies
+    assert all(0.0 <= v <= 1.0 for v in res["mia_ppl"]["metrics"]["auroc"])
+    md = (tmp_path / "out" / "sequence.md").read_text()
+    assert "Preference optimisation" in md and "| pref_dpo |" in md and "| mia_ppl |" in md
+    assert md.count("not run here") == len(S.CLAIMS)  # every claim needs an arm this smoke run skipped
+    assert (tmp_path / "out" / "sequence.png").stat().st_size > 0
+
+
+def test_every_arm_has_a_config_with_its_task_and_method():
+    for task, group in S.GROUPS.items():
+        for a in group:
+            gin.clear_config()
+            cfg = S.parse([os.path.join(S.CONFIG_DIR, f"{a}.gin")])
+            assert cfg.task == task and cfg.method in S.METHODS[task]
+    assert {c.a for c in S.CLAIMS} | {c.b for c in S.CLAIMS} <= set(S.ARMS)
+
+
+def test_auroc_and_ndcg_match_sklearn():
+    from sklearn.metrics import ndcg_score, roc_auc_score
+
+    rng = np.random.default_rng(0)
+    pos, neg = rng.standard_normal(40) + 0.7, rng.standard_normal(60)
+    pos[:5] = neg[:5]  # ties count one half
+    y = np.r_[np.ones(40), np.zeros(60)]
+    assert T.auroc(pos, neg) == pytest.approx(roc_auc_score(y, np.r_[pos, neg]))
+    s, g = rng.standard_normal((7, 12)), rng.integers(0, 4, (7, 12)).astype(float)
+    g[:, 0] = 1.0  # no row without a relevant item
+    assert T.ndcg_at_k(s, g, 5) == pytest.approx(ndcg_score(g, s, k=5))
+
+
+def test_bigram_precision_is_clipped_and_position_free():
+    ref = np.array([3, 1, 4, 1, 5])
+    assert T.bigram_precision(ref, ref) == 1.0
+    assert T.bigram_precision(np.array([9, 3, 1, 4, 1]), ref) == 0.75  # a one-token shift loses one bigram
+    assert T.bigram_precision(np.array([3, 1, 3, 1, 3]), ref) == 0.25  # (3, 1) occurs once in ref: clipped
+    assert T.bigram_precision(np.array([7]), ref) == 0.0
+
+
+def test_aggregate_fit_is_the_least_squares_solution():
+    # rho = 1: instance-level least squares of bag means on instances; rho = 0: regress bag means on
+    # bag-mean features weighted by bag size (closed forms in NumPy)
+    import jax
+
+    rng = np.random.default_rng(1)
+    x = rng.standard_normal((24, 3))
+    ids = np.repeat(np.arange(8), 3)
+    yb = rng.standard_normal(8)
+    with jax.enable_x64(True):
+        quad = T._agg_quadratic(jax.numpy.asarray(x), jax.numpy.asarray(ids), jax.numpy.asarray(yb))
+        th1, th0 = T._agg_fit(quad, 1.0), T._agg_fit(quad, 0.0)
+    np.testing.assert_allclose(th1, np.linalg.lstsq(x, yb[ids], rcond=None)[0], rtol=1e-6, atol=1e-8)
+    xb = x.reshape(8, 3, 3).mean(1)
+    np.testing.assert_allclose(th0, np.linalg.lstsq(xb, yb, rcond=None)[0], rtol=1e-6, atol=1e-8)
+
+
+def test_config_errors():
+    with pytest.raises(ValueError, match="seq.method"):
+        S.SequenceConfig(task="eisl", method="dpo")
+    with pytest.raises(ValueError, match="seq.task"):
+        S.SequenceConfig(task="nope")
+    with pytest.raises(ValueError, match="seq.eisl_weight"):
+        S.SequenceConfig(task="eisl", method="eisl_mix", eisl_weight=1.5)
