@@ -140,6 +140,26 @@ def require_rank(x: Any, ranks: int | Sequence[int], name: str) -> None:
         raise ValueError(f"`{name}` must have rank {want}, got shape {jnp.shape(x)}.")
 
 
+def bool_mask(where: Any, shape: tuple[int, ...], name: str = "where") -> jax.Array:
+    """``where`` as a bool array of ``shape`` (all ``True`` when ``None``).
+
+    Raises ``TypeError`` for a non-bool array and ``ValueError`` for another shape, both naming
+    ``name``.
+
+    Example:
+        >>> bool_mask(None, (2,)).tolist()
+        [True, True]
+    """
+    if where is None:
+        return jnp.ones(shape, bool)
+    mask = jnp.asarray(where)
+    if mask.dtype != jnp.bool_:
+        raise TypeError(f"`{name}` must be a bool array, got {mask.dtype}.")
+    if mask.shape != tuple(shape):
+        raise ValueError(f"`{name}` must have shape {tuple(shape)}, got {mask.shape}.")
+    return mask
+
+
 def replicate_on_explicit_mesh(x: jax.Array) -> jax.Array:
     """All-gather ``x`` over the explicit axes of the current mesh (identity otherwise).
 

@@ -24,7 +24,7 @@ import jax
 import jax.numpy as jnp
 from jax.typing import ArrayLike
 
-from lossjax.losses._core import compute_dtype, require_floating, require_integer, require_rank
+from lossjax.losses._core import bool_mask, compute_dtype, require_floating, require_integer, require_rank
 
 __all__ = ["NeuralCollapseMetrics", "neural_collapse"]
 
@@ -118,14 +118,7 @@ def neural_collapse(
     require_integer(y, "labels")
     if y.shape != (n,):
         raise ValueError(f"`labels` must have shape ({n},), got {y.shape}.")
-    if where is None:
-        valid = jnp.ones((n,), bool)
-    else:
-        valid = jnp.asarray(where)
-        if valid.dtype != jnp.bool_:
-            raise TypeError(f"`where` must be a bool array, got {valid.dtype}.")
-        if valid.shape != (n,):
-            raise ValueError(f"`where` must have shape ({n},), got {valid.shape}.")
+    valid = bool_mask(where, (n,))
     c_ = num_classes
     y = jnp.clip(y, 0, c_ - 1)
     wt = valid.astype(dtype)

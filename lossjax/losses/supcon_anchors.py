@@ -21,6 +21,7 @@ import jax.numpy as jnp
 from jax.typing import ArrayLike
 
 from lossjax.losses._core import (
+    bool_mask,
     check_labels,
     compute_dtype,
     is_concrete,
@@ -109,14 +110,7 @@ def supcon_prototype_loss(
     require_integer(y, "labels")
     if y.shape != (n,):
         raise ValueError(f"`labels` must have shape ({n},), got {y.shape}.")
-    if where is None:
-        valid = jnp.ones((n,), bool)
-    else:
-        valid = jnp.asarray(where)
-        if valid.dtype != jnp.bool_:
-            raise TypeError(f"`where` must be a bool array, got {valid.dtype}.")
-        if valid.shape != (n,):
-            raise ValueError(f"`where` must have shape ({n},), got {valid.shape}.")
+    valid = bool_mask(where, (n,))
     if is_concrete(y) and (where is None or is_concrete(where)):
         check_labels(y, k, where=None if where is None else valid)
     dtype = compute_dtype(jnp.result_type(e, w))

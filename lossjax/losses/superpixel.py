@@ -17,7 +17,14 @@ import jax.numpy as jnp
 import numpy as np
 from jax.typing import ArrayLike
 
-from lossjax.losses._core import compute_dtype, is_concrete, require_floating, require_integer, require_option
+from lossjax.losses._core import (
+    bool_mask,
+    compute_dtype,
+    is_concrete,
+    require_floating,
+    require_integer,
+    require_option,
+)
 
 __all__ = ["superpixel_pool"]
 
@@ -71,11 +78,7 @@ def superpixel_pool(
         raise ValueError(f"`segments` must have shape {x.shape[:-1]} (`values` without its channel axis), "
                          f"got {seg.shape}.")
     b, c = x.shape[0], x.shape[-1]
-    keep = jnp.ones(seg.shape, bool) if where is None else jnp.asarray(where)
-    if keep.dtype != jnp.bool_:
-        raise TypeError(f"`where` must be a bool array, got {keep.dtype}.")
-    if keep.shape != seg.shape:
-        raise ValueError(f"`where` must have shape {seg.shape}, got {keep.shape}.")
+    keep = bool_mask(where, seg.shape)
     if is_concrete(seg) and is_concrete(keep):
         s_np, k_np = np.asarray(seg), np.asarray(keep)
         bad = k_np & ((s_np < 0) | (s_np >= num_segments))
