@@ -33,31 +33,21 @@ from lossjax.losses._core import (
     compute_dtype,
     masked_logsumexp,
     replicate_on_explicit_mesh,
-    require_floating,
     require_nonnegative,
     require_option,
     require_positive,
 )
+from lossjax.losses.sequence import _as_samples  # one [n] / [n, d] sample check for the CS family
 
 __all__ = ["conditional_cs_divergence", "cs_qmi", "cs_ib_loss"]
 
 _NORMALIZATIONS = ("kde", "released")
 
 
-def _samples(a: ArrayLike, name: str) -> jax.Array:
-    require_floating(a, name)
-    a = jnp.asarray(a)
-    if a.ndim == 1:
-        a = a[:, None]
-    if a.ndim != 2:
-        raise ValueError(f"`{name}` must have shape [n] or [n, d], got {a.shape}.")
-    return a
-
-
 def _prepare(arrays: dict[str, ArrayLike], where: ArrayLike | None):
     """Checks shapes and dtypes, returns ``(arrays [n, d] in the compute dtype, mask [n], dtype)``
     with masked rows replaced by 0 before any arithmetic (NaN-safe gradient)."""
-    out = {k: _samples(v, k) for k, v in arrays.items()}
+    out = {k: _as_samples(v, k) for k, v in arrays.items()}
     n = next(iter(out.values())).shape[0]
     for k, v in out.items():
         if v.shape[0] != n:
