@@ -48,6 +48,9 @@ def superpixel_pool(
     outside ``jit``; under ``jit`` they make their image's pooled values NaN (never silently
     dropped). NaN in a kept pixel propagates to its segment.
 
+    The parameter-free superpixel pooling layer of "Group Loss: An Efficient Strategy for Salient Object
+    Detection" (ICONIP 2019); the group loss itself is not provided (see docs/open_questions.md).
+
     Args:
       values: floating ``[B, *spatial, C]`` per-pixel values (predictions or features).
       segments: integer ``[B, *spatial]`` superpixel ids.
