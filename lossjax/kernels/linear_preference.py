@@ -106,25 +106,35 @@ def linear_sequence_logprob(
     return total / jnp.maximum(count, 1).astype(jnp.float32)
 
 
+def _sg(x):
+    return None if x is None else jax.lax.stop_gradient(jnp.asarray(x))
+
+
+def _policy_and_ref_logps(e, policy_classifier, tokens, mask, ref_embeddings, ref_classifier, ref_logps, *,
+                          policy_bias, ref_bias, kw, shape_name):
+    """Sequence log-probs of the policy and (under stop_gradient, float32) of the reference, which comes
+    either precomputed (``ref_logps``) or from its hidden states and classifier."""
+    if (ref_logps is None) == (ref_embeddings is None or ref_classifier is None):
+        raise ValueError("give either ref_logps, or both ref_embeddings and ref_classifier")
+    pol = linear_sequence_logprob(e, policy_classifier, tokens, mask, bias=policy_bias, **kw)
+    if ref_logps is not None:
+        ref = jnp.asarray(ref_logps)
+        if ref.shape != pol.shape:
+            raise ValueError(f"ref_logps must have shape {pol.shape} ({shape_name}), got {ref.shape}")
+    else:
+        ref = linear_sequence_logprob(_sg(ref_embeddings), _sg(ref_classifier), tokens, mask, bias=_sg(ref_bias),
+                                      **kw)
+    return pol, jax.lax.stop_gradient(ref.astype(jnp.float32))
+
+
 def _pair_logps(policy_embeddings, policy_classifier, tokens, mask, ref_embeddings, ref_classifier, ref_logps,
                 *, policy_bias, ref_bias, average, softcap, impl, config, vocab_axis):
     e = jnp.asarray(policy_embeddings)
     if e.ndim < 3 or e.shape[0] != 2:
         raise ValueError(f"policy_embeddings must have shape [2, ..., T, D] (chosen, rejected), got {e.shape}")
     kw = dict(average=average, softcap=softcap, impl=impl, config=config, vocab_axis=vocab_axis)
-    pol = linear_sequence_logprob(e, policy_classifier, tokens, mask, bias=policy_bias, **kw)
-    if (ref_logps is None) == (ref_embeddings is None or ref_classifier is None):
-        raise ValueError("give either ref_logps, or both ref_embeddings and ref_classifier")
-    if ref_logps is not None:
-        ref = jnp.asarray(ref_logps)
-        if ref.shape != pol.shape:
-            raise ValueError(f"ref_logps must have shape {pol.shape} (chosen, rejected), got {ref.shape}")
-        ref = ref.astype(jnp.float32)
-    else:
-        re, rc = jax.lax.stop_gradient(jnp.asarray(ref_embeddings)), jax.lax.stop_gradient(jnp.asarray(ref_classifier))
-        rb = None if ref_bias is None else jax.lax.stop_gradient(jnp.asarray(ref_bias))
-        ref = linear_sequence_logprob(re, rc, tokens, mask, bias=rb, **kw)
-    return pol, jax.lax.stop_gradient(ref)
+    return _policy_and_ref_logps(e, policy_classifier, tokens, mask, ref_embeddings, ref_classifier, ref_logps,
+                                 policy_bias=policy_bias, ref_bias=ref_bias, kw=kw, shape_name="chosen, rejected")
 
 
 def linear_dpo_loss(
@@ -293,10 +303,6 @@ def linear_orpo_loss(
     return -lp[0] - lam * jax.nn.log_sigmoid(log_odds[0] - log_odds[1])
 
 
-def _sg(x):
-    return None if x is None else jax.lax.stop_gradient(jnp.asarray(x))
-
-
 def linear_kto_loss(
     policy_embeddings: ArrayLike,
     policy_classifier: ArrayLike,
@@ -389,14 +395,9 @@ def linear_kto_loss(
     if jnp.shape(desirable) != e.shape[:-2]:
         raise ValueError(f"desirable must have the examples' batch shape {e.shape[:-2]}, got {jnp.shape(desirable)}")
     kw = dict(average=average, softcap=softcap, impl=impl, config=config, vocab_axis=vocab_axis)
-    pol = linear_sequence_logprob(e, policy_classifier, tokens, mask, bias=policy_bias, **kw)
-    if ref_logps is not None:
-        ref = jnp.asarray(ref_logps)
-        if ref.shape != pol.shape:
-            raise ValueError(f"ref_logps must have shape {pol.shape} (the examples' batch shape), got {ref.shape}")
-    else:
-        ref = linear_sequence_logprob(_sg(ref_embeddings), _sg(ref_classifier), tokens, mask, bias=_sg(ref_bias),
-                                      **kw)
+    pol, ref = _policy_and_ref_logps(e, policy_classifier, tokens, mask, ref_embeddings, ref_classifier, ref_logps,
+                                     policy_bias=policy_bias, ref_bias=ref_bias, kw=kw,
+                                     shape_name="the examples' batch shape")
     kl_pol = kl_ref = None
     if kl_embeddings is not None:
         kl_pol = linear_sequence_logprob(_sg(kl_embeddings), _sg(policy_classifier), kl_tokens, kl_mask,
@@ -406,6 +407,6 @@ def linear_kto_loss(
         else:
             kl_ref = linear_sequence_logprob(_sg(ref_kl_embeddings), _sg(ref_classifier), kl_tokens, kl_mask,
                                              bias=_sg(ref_bias), **kw)
-    return kto_loss(pol, jax.lax.stop_gradient(ref.astype(jnp.float32)), desirable, reference_point=reference_point,
+    return kto_loss(pol, ref, desirable, reference_point=reference_point,
                     kl_policy_logps=kl_pol, kl_ref_logps=kl_ref, beta=beta, desirable_weight=desirable_weight,
                     undesirable_weight=undesirable_weight, where=where)
