@@ -341,6 +341,28 @@ CASES: dict[str, Case] = {
         ),
         k1=None,
     ),
+    # Hyp-OC: embeddings through the clipped exponential map (clip_r = 2 keeps them off the ball's edge)
+    "hyperbolic_pairwise_confusion_loss": Case(
+        lambda x, y, w: L.hyperbolic_pairwise_confusion_loss(L.poincare_expmap0(_rows(x, w), clip_r=2.0), where=w),
+        rowwise=False,
+        labels=False,
+    ),
+    "hyperbolic_pairwise_confusion_loss[released]": Case(
+        lambda x, y, w: L.hyperbolic_pairwise_confusion_loss(
+            L.poincare_expmap0(_rows(x, w), c=0.1, clip_r=2.0), c=0.1, distance="released", where=w
+        ),
+        rowwise=False,
+        labels=False,
+    ),
+    "hyperbolic_one_class_cross_entropy_loss": Case(  # real rows x, pseudo-negatives x/2 reversed
+        lambda x, y, w: L.hyperbolic_one_class_cross_entropy_loss(
+            L.poincare_expmap0(_rows(x, w), clip_r=2.0), L.poincare_expmap0(0.5 * _rows(x, w)[::-1], clip_r=2.0),
+            0.1 * _hp(x)[:2], _hp(x)[:2], where=None if w is None else jnp.concatenate([w, w[::-1]])
+        ),
+        rowwise=False,
+        labels=False,
+        k1=None,
+    ),
     "soft_triple_loss": Case(
         lambda x, y, w: L.soft_triple_loss(
             x, jnp.asarray(CENTERS[: x.shape[-1]], _cd(x)), y % 3, centers_per_class=2, where=w
@@ -610,6 +632,7 @@ SKIP = {
     "reference_log_frequencies": "corpus statistic from token counts, not a function of logits",
     "nlm_cosine": "pytree diagnostic cos(g, θ) (tested in tests/losses/test_utilization.py)",
     "sauna_transform": "NumPy/SciPy label transform of binary masks, outside jit (tests/losses/test_sauna.py)",
+    "gaussian_pseudo_negatives": "a sampler (no gradient; tests/losses/test_hyperbolic_one_class.py)",
     "superpixel_pool": "label-free pooling of per-pixel values into segments (tests/losses/test_superpixel.py)",
 }
 

@@ -84,6 +84,11 @@ from lossjax.losses.hyperbolic import (
     poincare_distance,
     poincare_expmap0,
 )
+from lossjax.losses.hyperbolic_one_class import (
+    gaussian_pseudo_negatives,
+    hyperbolic_one_class_cross_entropy_loss,
+    hyperbolic_pairwise_confusion_loss,
+)
 from lossjax.losses.ldr import (
     LDR_NORMALIZATIONS,
     aldr_kl_loss,
@@ -213,6 +218,9 @@ __all__ = [
     "hyperbolic_mlr_logits",
     "poincare_distance",
     "poincare_expmap0",
+    "hyperbolic_pairwise_confusion_loss",
+    "hyperbolic_one_class_cross_entropy_loss",
+    "gaussian_pseudo_negatives",
     "aldr_kl_loss",
     "LDR_NORMALIZATIONS",
     "softmax_focal_loss",

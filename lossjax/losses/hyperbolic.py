@@ -9,10 +9,8 @@ Closed-form building blocks of hyperbolic losses on the Poincaré ball
   with normals ``a_k``);
 * :func:`hyperbolic_cross_entropy_loss` — cross-entropy on those logits.
 
-A one-class "distance to a centre" objective is ``poincare_distance(x, center)`` (squared, or
-inside a hinge) with these primitives. The specific Hyp-PC / Hyp-CE one-class losses named in the
-project's seed list could not be traced to a paper (``docs/open_questions.md``), so they are not
-restated here.
+The one-class losses of Hyp-OC (Hyp-PC, Hyp-CE) built on these primitives are in
+:mod:`lossjax.losses.hyperbolic_one_class`.
 
 Points on or outside the ball are outside the model's domain: the distance and the logits there are
 NaN (never silently clipped). :func:`poincare_expmap0` maps any vector strictly inside the
@@ -67,7 +65,7 @@ def _safe_norm(v: jax.Array) -> tuple[jax.Array, jax.Array]:
 _BALL_EPS = 1e-5
 
 
-def poincare_expmap0(v: ArrayLike, *, c: float = 1.0) -> jax.Array:
+def poincare_expmap0(v: ArrayLike, *, c: float = 1.0, clip_r: float | None = None) -> jax.Array:
     r"""Exponential map at the origin of the Poincaré ball (Ganea et al., 2018, Lemma 2).
 
     .. math::
@@ -77,9 +75,15 @@ def poincare_expmap0(v: ArrayLike, *, c: float = 1.0) -> jax.Array:
     strictly inside the ball; ``exp₀(0) = 0``. The norm is formed overflow-free (scaled by
     ``max |v_i|``), so ``±3e38`` or ``±inf`` features map to their limit direction.
 
+    ``clip_r`` applies the Euclidean feature clipping of Guo et al. ("Clipped Hyperbolic
+    Classifiers Are Super-Hyperbolic Classifiers", CVPR 2022, Sec. 4) first:
+    ``v ← min(1, r/‖v‖)·v``, which keeps points away from the boundary where the gradient of the
+    hyperbolic layers vanishes (Hyp-OC uses ``r = 2``).
+
     Args:
       v: floating ``[..., d]`` Euclidean (tangent) vectors.
       c: curvature magnitude ``c > 0``.
+      clip_r: optional Euclidean norm bound ``r > 0`` (no clipping when ``None``).
 
     Returns:
       ``[..., d]`` points of the ball, in the compute dtype (float32, or float64).
@@ -90,6 +94,8 @@ def poincare_expmap0(v: ArrayLike, *, c: float = 1.0) -> jax.Array:
       [0.27727, 0.36969]
     """
     require_positive(c, "c")
+    if clip_r is not None:
+        require_positive(clip_r, "clip_r")
     v = _vec(v, "v")
     v = v.astype(compute_dtype(v.dtype))
     sc = math.sqrt(c)
@@ -101,6 +107,8 @@ def poincare_expmap0(v: ArrayLike, *, c: float = 1.0) -> jax.Array:
     u = jnp.where(big, jnp.where(jnp.isinf(v), jnp.sign(v), 0.0), (v * pre) / (m_ok * pre))
     un, nz = _safe_norm(u)
     n = jnp.where(big[..., 0], jnp.inf, m_ok[..., 0] * un)  # ‖v‖
+    if clip_r is not None:
+        n = jnp.minimum(n, clip_r)  # the direction u/‖u‖ is kept below
     r = jnp.minimum(jnp.tanh(sc * n), 1.0 - _BALL_EPS)
     # exp0(v) = u · r/(√c ‖u‖); the ratio tanh(√c n)/(√c n) → 1 as v → 0 (identity Jacobian)
     scale = jnp.where(nz, r / (sc * jnp.where(nz, un, 1.0)), m_ok[..., 0])

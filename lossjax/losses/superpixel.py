@@ -1,6 +1,6 @@
 """Superpixel pooling: per-segment mean (or max) of per-pixel values, without parameters.
 
-The parameter-free pooling layer of the saliency "group loss" (Xu et al., ICONIP 2019): per-pixel
+The parameter-free pooling layer of the saliency "group loss" (ICONIP 2019): per-pixel
 predictions or features are pooled over precomputed superpixels (e.g. SLIC), so a loss that
 compares regions pairwise costs ``O(S²)`` instead of ``O(P²)``. The group loss built on top of it is
 not restated here: only the paper's abstract is available to the project, and it does not give

@@ -1,6 +1,7 @@
-"""Smoke test of the structure study (the hyperbolic arm and the watershed-superpixel arm, tiny) and its helpers
-against independent oracles (scikit-learn, brute-force loops)."""
+"""Smoke test of the structure study (the hyperbolic arm, the watershed-superpixel arm and the Hyp-OC one-class arm,
+tiny) and its helpers against independent oracles (scikit-learn, brute-force loops)."""
 
+import dataclasses
 import os
 
 import gin
@@ -10,6 +11,7 @@ import pytest
 
 from experiments import structure_study as G
 from experiments.kit import cli, report
+from experiments.tasks import one_class as O
 from experiments.tasks import structure as T
 
 
@@ -102,3 +104,52 @@ def test_config_rejects_bad_values():
         G.StructureConfig(task="seg", superpixels="slic")
     with pytest.raises(ValueError, match="batch_size"):
         G.StructureConfig(task="seg", n_train=8, batch_size=16)
+    with pytest.raises(ValueError, match="released"):
+        G.StructureConfig(task="oneclass", head="euclid", confusion="released")
+    with pytest.raises(ValueError, match="even"):
+        G.StructureConfig(task="oneclass", head="hyper", batch_size=21)
+    with pytest.raises(ValueError, match="confusion"):
+        G.StructureConfig(task="oneclass", confusion="arctan")
+
+
+def test_smoke_oneclass_arm(tmp_path):
+    args = cli.StudyArgs(configs=(os.path.join(G.CONFIG_DIR, "oc_hyp.gin"),), custom=True,
+                         bindings=(*G.SMOKE_BINDINGS, "structure.seeds = (3,)"), workdir=str(tmp_path / "runs"),
+                         report_dir=None, progress=False)
+    r = G.run(args)["results"]["oc_hyp"]
+    assert set(r["metrics"]) == set(G.OC_METRICS) and r["normal_digits"] == [3]
+    assert 0 <= r["metrics"]["auroc"][0] <= 1 and 0 <= r["metrics"]["hter"][0] <= 1
+    assert 0.5 < r["baseline_auroc"][0] <= 1 and np.isfinite(r["train_loss_curve"]).all()
+    md = G.render(G.run(dataclasses.replace(args, progress=False))["results"])  # reloaded (finished run)
+    assert "One-class anomaly detection" in md and "| oc_hyp |" in md
+
+
+def test_auroc_and_hter_match_sklearn():
+    from sklearn.metrics import roc_auc_score, roc_curve
+
+    rng = np.random.default_rng(3)
+    y = rng.integers(0, 2, 120)
+    s = np.round(rng.standard_normal(120) + 0.8 * y, 1)  # rounded: ties between the classes
+    assert O.auroc(s[y == 1], s[y == 0]) == pytest.approx(roc_auc_score(y, s))
+    fpr, tpr, _ = roc_curve(y, s, drop_intermediate=False)  # thresholds: +inf then every distinct score
+    fnr = 1 - tpr
+    i = np.lexsort(((fpr + fnr) / 2, np.abs(fpr - fnr)))[0]
+    assert O.eer_hter(s, y) == pytest.approx((fpr[i] + fnr[i]) / 2)
+    assert O.eer_hter(np.where(y == 1, 2.0, -2.0), y) == 0.0 and O.eer_hter(np.where(y == 1, -2.0, 2.0), y) == 1.0
+
+
+def test_one_class_data_and_features():
+    a, b = O.make_one_class_data(0, n_train=50), O.make_one_class_data(7, n_train=50)
+    np.testing.assert_array_equal(a["x_test"], b["x_test"])  # one test pool, labels depend on the normal digit
+    assert np.all((a["digit_test"] == 0) == (a["y_test"] == 0)) and np.all((b["digit_test"] == 7) == (b["y_test"] == 0))
+    tr = {r.tobytes() for r in a["x_train"]}
+    assert not any(r.tobytes() in tr for r in a["x_test"][a["y_test"] == 0])  # held-out normals are new images
+    ftr, fte = O.pca_features(a["x_train"], a["x_test"], 8)
+    from sklearn.decomposition import PCA
+
+    pca = PCA(8).fit(a["x_train"])
+    ref = pca.transform(a["x_test"]) / np.sqrt(pca.explained_variance_.mean() * 49 / 50)
+    np.testing.assert_allclose(np.abs(fte), np.abs(ref), rtol=1e-3, atol=1e-4)  # PCA up to component signs
+    assert ftr.var(0).mean() == pytest.approx(1.0, rel=1e-5)
+    with pytest.raises(ValueError, match="n_train"):
+        O.make_one_class_data(0, n_train=170)
