@@ -435,6 +435,10 @@ CASES: dict[str, Case] = {
         lambda x, y, w: L.sauna_jaccard_loss(x, _t(x), from_logits=True, where=_elem(w, x)),
         labels=False,
     ),
+    "sauna_jaccard_loss[separate]": Case(
+        lambda x, y, w: L.sauna_jaccard_loss(x, _t(x), combine="separate", from_logits=True, where=_elem(w, x)),
+        labels=False,
+    ),
     "stable_focal_l1_loss": Case(
         lambda x, y, w: L.stable_focal_l1_loss(x, _t(x), from_logits=True, where=_elem(w, x)),
         labels=False,

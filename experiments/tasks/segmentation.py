@@ -14,6 +14,13 @@ each ending in a 1×1 conv to one logit map; the prediction is the mean of the t
 exist for FCN's Tri-BCE). Every arm trains the same model; the prediction is "foreground" where the fused
 logit is > 0 (``p = sigmoid(z)``; the SAUNA arms read ``tanh(z)`` as signed output, the same threshold).
 
+SAUNA arms (Dang, Nguyen & Tiulpin, WACV 2025; released code Oulu-IMEDS/SAUNA): Stable Focal-L1 with the released
+α = 2, β = 1 and the positive-class weight ``pos_weight`` set to the background : foreground pixel ratio of the
+training masks (:func:`sauna_pos_weight`, ≈ 7.8 here) — with the library default ``pos_weight`` = 1 both SAUNA
+arms drive ``tanh(z)`` to −1 on every pixel within ~10 steps and stay there (the gradient ``1 − tanh²`` vanishes);
+``sauna_jaccard`` is the released SAUNA training loss, Stable Focal-L1 + 1 × signed Jaccard (summed over the
+batch), since the signed Jaccard has no class weighting of its own and collapses alone.
+
 Metrics (:func:`seg_metrics`, NumPy on the test set, prediction thresholded at 0.5): Dice and IoU (mean over
 images), pooled precision / recall, clDice and skeleton recall (Zhang–Suen skeletons, :func:`skeletonize`),
 boundary F1 within 1 px (:func:`boundary_f1`), the error in the number of 8-connected components
@@ -37,7 +44,8 @@ import lossjax
 from experiments.common import small_models as sm
 
 __all__ = ["LOSSES", "NUM_INSTANCES", "make_images", "soft_labels", "signed_labels", "init_params", "forward",
-           "loss_value", "skeletonize", "count_components", "boundary_f1", "seg_metrics", "METRICS", "train"]
+           "sauna_pos_weight", "loss_value", "skeletonize", "count_components", "boundary_f1", "seg_metrics", "METRICS",
+           "train"]
 
 LOSSES = ("ce", "dice", "ce_dice", "focal_dice", "bace_gdl", "cldice", "skel_recall", "tversky", "sadice",
           "tri_bce", "varce", "dice_soft", "jml_soft", "dml_soft", "sauna_jaccard", "stable_focal_l1")
@@ -53,6 +61,9 @@ TVERSKY_ALPHA, TVERSKY_BETA = 0.3, 0.7  # Salehi et al. 2017 (recall-favouring)
 SAD_ALPHA = 0.1  # self-adjusting exponent (see the study's caveats)
 BOUNDARY_W0 = 10.0  # U-Net weight map w0 (Ronneberger et al. 2015)
 VARCE_LAM = 1.0
+SAUNA_ALPHA, SAUNA_BETA = 2.0, 1.0  # Stable Focal-L1 α, β of the released SAUNA config
+SAUNA_SJM_WEIGHT = 1.0  # weight of the signed Jaccard next to Stable Focal-L1 (released ``distance_weight``)
+SAUNA_ARMS = ("sauna_jaccard", "stable_focal_l1")
 SKEL_WEIGHT = 1.0
 SOFT_EPS, SOFT_SIGMA = 0.2, 1.0
 
@@ -227,8 +238,28 @@ def _bce(z: jax.Array, y: jax.Array) -> jax.Array:
     return lossjax.losses.softmax_focal_loss(_two(z), y, gamma=0.0).mean()
 
 
-def loss_value(loss: str, out: dict[str, jax.Array], batch: dict[str, jax.Array]) -> jax.Array:
-    """The scalar training loss of arm ``loss`` on one minibatch (``out`` from :func:`forward`)."""
+def sauna_pos_weight(y: np.ndarray) -> float:
+    """The SAUNA arms' ``pos_weight``: the background : foreground pixel ratio of the training masks ``y``
+    (the usual ``pos_weight`` = #negatives / #positives of a class-weighted BCE; the released SAUNA code exposes
+    this knob as ``pos_weight`` of its Stable Focal-L1).
+
+    Example:
+      >>> y = np.zeros((1, 4, 4), np.int32); y[0, :2, :2] = 1
+      >>> sauna_pos_weight(y)
+      3.0
+    """
+    fg = float(np.count_nonzero(y))
+    if fg == 0:
+        raise ValueError("`y` has no foreground pixel.")
+    return (np.size(y) - fg) / fg
+
+
+def loss_value(loss: str, out: dict[str, jax.Array], batch: dict[str, jax.Array], *,
+               pos_weight: float = 1.0) -> jax.Array:
+    """The scalar training loss of arm ``loss`` on one minibatch (``out`` from :func:`forward`).
+
+    ``pos_weight`` is used by the SAUNA arms only (:func:`train` passes :func:`sauna_pos_weight` of the
+    training masks)."""
     L = lossjax.losses
     z, y = out["z"], batch["y"]
     z1 = z[..., None]  # [B, H, W, 1]: one foreground channel (sigmoid) for the set-overlap losses
@@ -267,10 +298,14 @@ def loss_value(loss: str, out: dict[str, jax.Array], batch: dict[str, jax.Array]
         return L.jaccard_metric_loss(z1, soft, aggregate="dataset", from_logits=True)
     if loss == "dml_soft":
         return L.dice_semimetric_loss(z1, soft, aggregate="dataset", from_logits=True)
-    if loss == "sauna_jaccard":
-        return L.sauna_jaccard_loss(z, batch["signed"], aggregate="dataset", from_logits=True)
-    if loss == "stable_focal_l1":
-        return L.stable_focal_l1_loss(z, batch["signed"], from_logits=True).mean()
+    if loss in SAUNA_ARMS:
+        # released SAUNA recipe: Stable Focal-L1 (α, β, pos_weight) on tanh(z) and the signed soft labels ...
+        sfl1 = L.stable_focal_l1_loss(z, batch["signed"], alpha=SAUNA_ALPHA, beta=SAUNA_BETA, pos_weight=pos_weight,
+                                      from_logits=True).mean()
+        if loss == "stable_focal_l1":
+            return sfl1
+        # ... + the signed Jaccard (fg and bg parts jointly, summed over the batch): the released training loss
+        return sfl1 + SAUNA_SJM_WEIGHT * L.sauna_jaccard_loss(z, batch["signed"], aggregate="dataset", from_logits=True)
     raise ValueError(f"unknown loss {loss!r}; expected one of {LOSSES}.")
 
 
@@ -278,7 +313,7 @@ def prob_fg(loss: str, z: np.ndarray) -> np.ndarray:
     """Foreground probability of fused logits ``z``: ``σ(z)``; for the SAUNA arms (``tanh`` outputs)
     ``(tanh z + 1)/2 = σ(2z)`` — the same 0.5 threshold."""
     z = np.asarray(z, np.float64)
-    scale = 2.0 if loss in ("sauna_jaccard", "stable_focal_l1") else 1.0
+    scale = 2.0 if loss in SAUNA_ARMS else 1.0
     return 1.0 / (1.0 + np.exp(-scale * z))
 
 
@@ -438,9 +473,10 @@ def train(cfg: Any) -> dict:
     spe = cfg.n_train // cfg.batch_size
     tx = sm.make_optimizer(cfg.learning_rate, cfg.weight_decay, cfg.epochs * spe)
     opt = jax.vmap(tx.init)(params)
+    pos_weight = sauna_pos_weight(tr["y"]) if cfg.loss in SAUNA_ARMS else 1.0
 
     def loss_fn(p, batch, step):
-        return loss_value(cfg.loss, forward(p, batch["x"]), batch)
+        return loss_value(cfg.loss, forward(p, batch["x"]), batch, pos_weight=pos_weight)
 
     epoch = sm.make_epoch_fn(loss_fn, tx, n=cfg.n_train, batch_size=cfg.batch_size)
     curve = []
@@ -454,4 +490,5 @@ def train(cfg: Any) -> dict:
     return {"loss": cfg.loss, "seeds": seeds, "n_train": cfg.n_train, "n_test": cfg.n_test,
             "num_params": sm.count_params_per_seed(params), "train_loss_curve": np.asarray(curve).T.tolist(),
             "fg_fraction_test": float(te["y"].mean()),
+            **({"sauna_pos_weight": pos_weight} if cfg.loss in SAUNA_ARMS else {}),
             "metrics": {m: [q[m] for q in per] for m in METRICS}}

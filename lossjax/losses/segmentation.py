@@ -326,6 +326,7 @@ def sauna_jaccard_loss(
     *,
     smooth: float = 1e-8,
     aggregate: str = "image",
+    combine: str = "joint",
     from_logits: bool = False,
     where: ArrayLike | None = None,
 ) -> jax.Array:
@@ -337,10 +338,20 @@ def sauna_jaccard_loss(
         L = 1 - \frac{\sum \min(x^+,y^+) + \sum \min(x^-,y^-) + s}
                      {\sum \max(x^+,y^+) + \sum \max(x^-,y^-) + s},
 
-    i.e. the weighted-Jaccard metric applied jointly to the positive and negative parts (the
-    reference's ``loss_type=2``). ``L(g, g) = 0`` and ``L(−g, g) = 1``; for non-negative inputs
-    it is :func:`jaccard_metric_loss` with ``s = 0``. The reference sums over the whole batch
-    (``aggregate="dataset"``).
+    i.e. the weighted-Jaccard metric applied jointly to the positive and negative parts
+    (``combine="joint"``, the released code's ``loss_type=2``). ``L(g, g) = 0`` and ``L(−g, g) = 1``;
+    for non-negative inputs it is :func:`jaccard_metric_loss` with ``s = 0``. The reference sums over
+    the whole batch (``aggregate="dataset"``).
+
+    ``combine="separate"`` (the released ``loss_type=1``, its default for the Jaccard alone) adds a
+    foreground and a background Jaccard loss, each in ``[0, 1]``:
+
+    .. math::
+        L = \Big(1 - \frac{\sum \min(x^+,y^+) + s}{\sum \max(x^+,y^+) + s}\Big)
+          + \Big(1 - \frac{\sum \min(x^-,y^-) + s}{\sum \max(x^-,y^-) + s}\Big)
+
+    (the released code puts ``s`` in the denominators only, so a part empty in both prediction and
+    target costs 1 there and 0 here).
 
     Args:
       pred: floating ``[B, ...]`` predictions in ``[−1, 1]`` (``tanh`` of logits, or pass logits
@@ -348,6 +359,7 @@ def sauna_jaccard_loss(
       target: floating ``[B, ...]`` signed soft labels.
       smooth: s ``≥ 0``.
       aggregate: ``"image"`` (``[B]``) or ``"dataset"`` (scalar).
+      combine: ``"joint"`` or ``"separate"`` (see above).
       from_logits: apply ``tanh`` to ``pred``.
       where: optional bool keep mask of the shape of ``pred``.
 
@@ -366,16 +378,26 @@ def sauna_jaccard_loss(
     """
     require_nonnegative(smooth, "smooth")
     require_option(aggregate, _AGGREGATES, "aggregate")
+    require_option(combine, ("joint", "separate"), "combine")
     p, g, m, dtype = _signed_pair(pred, target, where, from_logits)
     ax = tuple(range(0 if aggregate == "dataset" else 1, p.ndim))
     pp, pn = jax.nn.relu(p), jax.nn.relu(-p)
     gp, gn = jax.nn.relu(g), jax.nn.relu(-g)
-    num = jnp.minimum(pp, gp) + jnp.minimum(pn, gn)
-    den = jnp.maximum(pp, gp) + jnp.maximum(pn, gn)
-    num = jnp.sum(jnp.where(m, num, 0.0), axis=ax) + smooth
-    den = jnp.sum(jnp.where(m, den, 0.0), axis=ax) + smooth
-    ok = den != 0  # den >= 0; NaN propagates
-    return jnp.where(ok, 1.0 - num / jnp.where(ok, den, 1.0), 0.0).astype(dtype)
+
+    def total(v: jax.Array) -> jax.Array:
+        return jnp.sum(jnp.where(m, v, 0.0), axis=ax) + smooth
+
+    def one_minus_ratio(num: jax.Array, den: jax.Array) -> jax.Array:
+        ok = den != 0  # den >= 0; NaN propagates
+        return jnp.where(ok, 1.0 - num / jnp.where(ok, den, 1.0), 0.0)
+
+    if combine == "separate":
+        loss = (one_minus_ratio(total(jnp.minimum(pp, gp)), total(jnp.maximum(pp, gp)))
+                + one_minus_ratio(total(jnp.minimum(pn, gn)), total(jnp.maximum(pn, gn))))
+    else:
+        loss = one_minus_ratio(total(jnp.minimum(pp, gp) + jnp.minimum(pn, gn)),
+                               total(jnp.maximum(pp, gp) + jnp.maximum(pn, gn)))
+    return loss.astype(dtype)
 
 
 def stable_focal_l1_loss(

@@ -117,3 +117,44 @@ def test_boundary_f1_tolerance():
     assert T.boundary_f1(np.roll(t, 1, axis=1), t) == 1.0  # 1 px shift is within the tolerance
     assert T.boundary_f1(np.roll(t, 3, axis=1), t) < 0.6
     assert T.boundary_f1(np.zeros_like(t), t) == 0.0
+
+
+def test_sauna_pos_weight_is_the_background_foreground_ratio():
+    y = np.zeros((2, 4, 5), np.int32)
+    y[0, :2, :2] = 1
+    y[1, 0, 0] = 1
+    assert T.sauna_pos_weight(y) == pytest.approx((40 - 5) / 5)
+    with pytest.raises(ValueError, match="foreground"):
+        T.sauna_pos_weight(np.zeros((1, 3, 3)))
+
+
+def test_sauna_arms_losses_and_balance_at_zero_output():
+    import jax
+    import jax.numpy as jnp
+
+    import lossjax
+
+    L = lossjax.losses
+    d = T.make_images.__wrapped__(4, 16)
+    g = jnp.asarray(T.signed_labels(d["y"]))
+    batch = {"y": jnp.asarray(d["y"]), "signed": g, "soft": jnp.asarray(T.soft_labels(d["y"]))}
+    z = jnp.asarray(np.random.default_rng(0).normal(0, 1, g.shape), jnp.float32)
+    out = {"z": z, "a": z, "b": z}
+    pw = T.sauna_pos_weight(d["y"])
+    sfl1 = L.stable_focal_l1_loss(z, g, alpha=2.0, beta=1.0, pos_weight=pw, from_logits=True).mean()
+    sjm = L.sauna_jaccard_loss(z, g, aggregate="dataset", from_logits=True)
+    np.testing.assert_allclose(T.loss_value("stable_focal_l1", out, batch, pos_weight=pw), sfl1, rtol=1e-6)
+    np.testing.assert_allclose(T.loss_value("sauna_jaccard", out, batch, pos_weight=pw), sfl1 + sjm, rtol=1e-6)
+    # pos_weight touches the SAUNA arms only
+    np.testing.assert_array_equal(T.loss_value("ce", out, batch, pos_weight=pw), T.loss_value("ce", out, batch))
+
+    # the collapse mechanism: at tanh(z) = 0 a shared logit shift is pushed towards "all background" with
+    # pos_weight 1 (about 9 background pixels per foreground one), and balanced with the ratio weight
+    def shift_grad(w):
+        def f(b):
+            return T.loss_value("stable_focal_l1", {"z": jnp.zeros_like(g) + b}, batch, pos_weight=w)
+        return float(jax.grad(f)(0.0))
+
+    fg = float(d["y"].mean())
+    assert shift_grad(1.0) == pytest.approx(1 - 2 * fg, rel=1e-5) and shift_grad(1.0) > 0
+    assert abs(shift_grad(pw)) < 1e-5

@@ -139,6 +139,45 @@ def test_sauna_signed_properties():
     np.testing.assert_allclose(S.sauna_jaccard_loss(np.arctanh(g * 0.99), g * 0.99, from_logits=True), 0.0, atol=1e-5)
 
 
+def test_sauna_jaccard_matches_the_released_loss_types_in_float64_torch():
+    """The released SoftJaccardLoss (Oulu-IMEDS/SAUNA) restated: iou = (Σ|x+y| − Σ|x−y|)/(Σ|x+y| + Σ|x−y|)
+    on the positive and negative parts of tanh(z) and the signed target, summed over the batch;
+    loss_type 1 adds the two Jaccard losses, loss_type 2 joins the parts."""
+    import torch
+
+    z = RNG.normal(0, 1.5, size=(3, 4, 4))
+    g = np.clip(RNG.normal(-0.3, 0.6, size=(3, 4, 4)), -1, 1)
+
+    def released(zt, loss_type):
+        p, gt = torch.tanh(zt), torch.tensor(g)
+
+        def iou(x, y):
+            s, d = torch.sum(torch.abs(x + y)), torch.sum(torch.abs(x - y))
+            return (s - d) / (s + d), s - d, s + d
+
+        fi, f_i, f_u = iou(torch.relu(p), torch.relu(gt))
+        bi, b_i, b_u = iou(torch.relu(-p), torch.relu(-gt))
+        return (1 - fi) + (1 - bi) if loss_type == 1 else 1 - (f_i + b_i) / (f_u + b_u)
+
+    for combine, loss_type in (("separate", 1), ("joint", 2)):
+        zt = torch.tensor(z, requires_grad=True)
+        want = released(zt, loss_type)
+        (g_want,) = torch.autograd.grad(want, (zt,))
+        with jax.enable_x64(True):
+            got, grad = jax.value_and_grad(lambda u, c=combine: S.sauna_jaccard_loss(
+                u, g, smooth=0.0, aggregate="dataset", combine=c, from_logits=True))(z)
+        np.testing.assert_allclose(got, want.item(), rtol=1e-12)
+        np.testing.assert_allclose(grad, g_want.numpy(), rtol=1e-9, atol=1e-14)
+    # separate: each part in [0, 1]; perfect 0, fully inverted 2; empty parts cost 0 here
+    gg = RNG.uniform(-1, 1, size=(2, 5))
+    np.testing.assert_allclose(S.sauna_jaccard_loss(gg, gg, combine="separate"), 0.0, atol=1e-6)
+    np.testing.assert_allclose(S.sauna_jaccard_loss(-gg, gg, combine="separate"), 2.0, atol=1e-6)
+    pos = np.abs(gg)
+    np.testing.assert_allclose(S.sauna_jaccard_loss(pos, pos, combine="separate"), 0.0, atol=1e-6)
+    with pytest.raises(ValueError, match="combine"):
+        S.sauna_jaccard_loss(gg, gg, combine="sum")
+
+
 def test_stable_focal_l1_detach_and_weights():
     p = jnp.array([[0.5, -0.5, 0.9, -0.2]])
     g = jnp.array([[0.8, 0.3, 1.0, -0.6]])
