@@ -7,7 +7,7 @@ per-seed metric lists. See :mod:`experiments.sequence_study` for what each task 
 
 from __future__ import annotations
 
-from collections.abc import Callable
+from collections.abc import Callable, Mapping, Sequence
 from typing import Any
 
 import jax
@@ -18,7 +18,7 @@ import optax
 import lossjax.losses as L
 
 __all__ = ["auroc", "ndcg_at_k", "bigram_precision", "fit", "preference_task", "eisl_task", "cprd_task", "dcpdd_task",
-           "aggregate_task", "csib_task", "TASKS"]
+           "aggregate_task", "csib_task", "dcpdd_validation", "csib_validation", "TASKS", "VALIDATION"]
 
 _SALT = {"preference": 7919, "eisl": 7927, "cprd": 7933, "dcpdd": 7937, "aggregate": 7949, "csib": 7951}
 
@@ -316,37 +316,81 @@ def _dcpdd_strings(rng, chains, n: int) -> np.ndarray:
     return out
 
 
+def _dcpdd_seed(cfg, seed: int, validation: bool = False) -> dict:
+    """One seed's bigram model and candidates: ``{"lp", "ids", "member", "ref_counts"}`` (token
+    log-probabilities ``[n, T]``, token ids, membership, reference-corpus unigram counts), and with
+    ``validation`` the same for a validation set ``"val_lp", "val_ids", "val_member"``.
+
+    The validation members are the first ``n_test // 2`` strings of the corpus the model was
+    counted on (exchangeable with the member candidates: same generator, same counting); its
+    non-members are fresh strings drawn after every test quantity, so the test candidates, the
+    model and the reference corpus are those of a run without validation. No test candidate is a
+    validation string."""
+    rng = _rng(cfg, seed)
+    # topics differ in how often they use rare tokens (a global Zipf frequency): rare-token texts
+    # have low likelihood whether or not they were trained on, the confound DC-PDD calibrates away
+    zipf = 1.0 / np.arange(1, _DC_V + 1) ** 1.1
+    chains = []
+    for tilt in (0.0, 0.5, 1.0):
+        base = zipf ** (1.0 - tilt)
+        m = rng.dirichlet(np.ones(_DC_V) * 0.5, _DC_V) * base[None, :]
+        chains.append(m / m.sum(1, keepdims=True))
+    pre = _dcpdd_strings(rng, chains, cfg.n_train)  # the "pretraining" corpus, members included
+    cand = _dcpdd_strings(rng, chains, cfg.n_test)  # half members, half never seen
+    member = np.arange(cfg.n_test) < cfg.n_test // 2
+    ref = _dcpdd_strings(rng, chains, cfg.n_train)  # a public reference corpus
+    counts = np.full((_DC_V, _DC_V), cfg.smoothing)
+    for s in np.concatenate([pre, cand[member]]):
+        np.add.at(counts, (s[:-1], s[1:]), 1.0)
+    logp_tab = np.log(counts / counts.sum(1, keepdims=True))
+
+    def token_lp(x):
+        return np.concatenate([np.full((len(x), 1), np.log(1.0 / _DC_V)), logp_tab[x[:, :-1], x[:, 1:]]], 1)
+
+    out = {"lp": token_lp(cand), "ids": cand, "member": member, "ref_counts": np.bincount(ref.ravel(), minlength=_DC_V)}
+    if validation:
+        n_in = min(cfg.n_test // 2, cfg.n_train)
+        val = np.concatenate([pre[:n_in], _dcpdd_strings(rng, chains, cfg.n_test - n_in)])
+        out.update(val_lp=token_lp(val), val_ids=val, val_member=np.arange(cfg.n_test) < n_in)
+    return out
+
+
+def _dcpdd_score(method: str, lp: np.ndarray, ids: np.ndarray, ref_counts: np.ndarray, *, upper_bound: float,
+                 ref_smoothing: float) -> np.ndarray:
+    """Mean token log-probability (``"ppl"``) or :func:`lossjax.losses.dc_pdd_score` with cap ``a`` =
+    ``upper_bound`` and reference frequencies Laplace-smoothed by ``ref_smoothing``."""
+    if method == "ppl":
+        return lp.mean(-1)
+    ref_lf = L.reference_log_frequencies(ref_counts, smoothing=ref_smoothing)
+    return np.asarray(L.dc_pdd_score(jnp.asarray(lp, jnp.float32), jnp.asarray(ids, jnp.int32), ref_lf,
+                                     upper_bound=upper_bound))
+
+
 def dcpdd_task(cfg) -> dict:
-    """AUROC of members vs non-members under the mean token log-probability ("ppl") or DC-PDD."""
+    """AUROC of members vs non-members under the mean token log-probability ("ppl") or DC-PDD
+    (cap ``cfg.upper_bound``, reference smoothing ``cfg.ref_smoothing``)."""
     aucs = []
     for seed in cfg.seeds:
-        rng = _rng(cfg, seed)
-        # topics differ in how often they use rare tokens (a global Zipf frequency): rare-token texts
-        # have low likelihood whether or not they were trained on, the confound DC-PDD calibrates away
-        zipf = 1.0 / np.arange(1, _DC_V + 1) ** 1.1
-        chains = []
-        for tilt in (0.0, 0.5, 1.0):
-            base = zipf ** (1.0 - tilt)
-            m = rng.dirichlet(np.ones(_DC_V) * 0.5, _DC_V) * base[None, :]
-            chains.append(m / m.sum(1, keepdims=True))
-        pre = _dcpdd_strings(rng, chains, cfg.n_train)  # the "pretraining" corpus, members included
-        cand = _dcpdd_strings(rng, chains, cfg.n_test)  # half members, half never seen
-        member = np.arange(cfg.n_test) < cfg.n_test // 2
-        ref = _dcpdd_strings(rng, chains, cfg.n_train)  # a public reference corpus
-        counts = np.full((_DC_V, _DC_V), cfg.smoothing)
-        for s in np.concatenate([pre, cand[member]]):
-            np.add.at(counts, (s[:-1], s[1:]), 1.0)
-        logp_tab = np.log(counts / counts.sum(1, keepdims=True))
-        tok_lp = np.concatenate([np.full((cfg.n_test, 1), np.log(1.0 / _DC_V)),
-                                 logp_tab[cand[:, :-1], cand[:, 1:]]], 1)
-        if cfg.method == "ppl":
-            score = tok_lp.mean(-1)
-        else:
-            ref_lf = L.reference_log_frequencies(np.bincount(ref.ravel(), minlength=_DC_V))
-            score = np.asarray(L.dc_pdd_score(jnp.asarray(tok_lp, jnp.float32), jnp.asarray(cand, jnp.int32), ref_lf,
-                                              upper_bound=cfg.upper_bound))
-        aucs.append(auroc(score[member], score[~member]))
+        d = _dcpdd_seed(cfg, seed)
+        score = _dcpdd_score(cfg.method, d["lp"], d["ids"], d["ref_counts"], upper_bound=cfg.upper_bound,
+                             ref_smoothing=cfg.ref_smoothing)
+        aucs.append(auroc(score[d["member"]], score[~d["member"]]))
     return {"metrics": {"auroc": aucs}}
+
+
+def dcpdd_validation(cfg, grid: Sequence[Mapping[str, float]]) -> np.ndarray:
+    """Validation AUROC ``[len(grid), len(cfg.seeds)]`` of ``cfg.method`` at every point of ``grid``
+    (dicts overriding ``upper_bound`` / ``ref_smoothing``), on each seed's validation candidates
+    (see :func:`_dcpdd_seed`; the test candidates are never scored)."""
+    out = np.empty((len(grid), len(cfg.seeds)))
+    for j, seed in enumerate(cfg.seeds):
+        d = _dcpdd_seed(cfg, seed, validation=True)
+        m = d["val_member"]
+        for i, g in enumerate(grid):
+            kw = {"upper_bound": cfg.upper_bound, "ref_smoothing": cfg.ref_smoothing, **g}
+            score = _dcpdd_score(cfg.method, d["val_lp"], d["val_ids"], d["ref_counts"], **kw)
+            out[i, j] = auroc(score[m], score[~m])
+    return out
 
 
 # ----------------------------------------------------------------------------------------------
@@ -441,35 +485,92 @@ def _mlp(p, x):
     return t, t @ p["w3"] + p["b3"]
 
 
-def csib_task(cfg) -> dict:
-    """Train with MSE or CS-IB (``β`` = ``cfg.beta``, all widths ``cfg.sigma``); test RMSE, the
-    marginal CS divergence between test targets and predictions, and the CS-IB prediction term."""
-    ds = [_csib_data(cfg, s) for s in cfg.seeds]
-    data = _stack(ds)
+_CSIB_EVAL_SIGMA = 0.5  # kernel width of the reported divergences, whatever width CS-IB trains with
 
-    def loss_fn(p, d):
-        t, yh = _mlp(p, d["x"])
-        if cfg.method == "mse":
-            return jnp.mean((yh - d["y"]) ** 2)
-        return L.cs_ib_loss(d["x"], t, d["y"], yh, beta=cfg.beta, sigma_x=cfg.sigma, sigma_t=cfg.sigma,
-                            sigma_y=cfg.sigma)
 
+def _csib_init(n: int):
     def init(k):
         k1, k2, k3 = jax.random.split(k, 3)
         return {"w1": jax.random.normal(k1, (1, 32)), "b1": jnp.zeros(32),
                 "w2": jax.random.normal(k2, (32, 8)) / np.sqrt(32), "b2": jnp.zeros(8),
                 "w3": jax.random.normal(k3, (8, 1)) / np.sqrt(8), "b3": jnp.zeros(1)}
 
-    p = fit(loss_fn, jax.vmap(init)(jax.random.split(jax.random.key(2), len(ds))), data,
-            steps=cfg.steps, lr=cfg.learning_rate)
+    return jax.vmap(init)(jax.random.split(jax.random.key(2), n))
+
+
+def _csib_fit(method: str, data: dict, params, *, steps: int, lr: float):
+    """Fit stacked models; each one's hyper-parameters ride in ``data`` (``beta``, ``sigma``: all
+    three CS-IB kernel widths; ``wd``: the L2 weight penalty ``½·wd·‖W‖²`` on the weight matrices)."""
+
+    def loss_fn(p, d):
+        t, yh = _mlp(p, d["x"])
+        if method == "mse":
+            loss = jnp.mean((yh - d["y"]) ** 2)
+        else:
+            loss = L.cs_ib_loss(d["x"], t, d["y"], yh, beta=d["beta"], sigma_x=d["sigma"], sigma_t=d["sigma"],
+                                sigma_y=d["sigma"])
+        return loss + 0.5 * d["wd"] * sum(jnp.sum(p[k] ** 2) for k in ("w1", "w2", "w3"))
+
+    return fit(loss_fn, params, data, steps=steps, lr=lr)
+
+
+def _hyper(n: int, beta: float, sigma: float, wd: float) -> dict:
+    return {"beta": jnp.full((n,), beta, jnp.float32), "sigma": jnp.full((n,), sigma, jnp.float32),
+            "wd": jnp.full((n,), wd, jnp.float32)}
+
+
+def csib_task(cfg) -> dict:
+    """Train with MSE or CS-IB (``β`` = ``cfg.beta``, all widths ``cfg.sigma``; L2 penalty
+    ``cfg.weight_decay``) on the whole training set; test RMSE, the marginal CS divergence between
+    test targets and predictions, and the CS-IB prediction term (both at width 0.5)."""
+    ds = [_csib_data(cfg, s) for s in cfg.seeds]
+    data = _stack(ds)
+    n = len(ds)
+    train = {"x": data["x"], "y": data["y"], **_hyper(n, cfg.beta, cfg.sigma, cfg.weight_decay)}
+    p = _csib_fit(cfg.method, train, _csib_init(n), steps=cfg.steps, lr=cfg.learning_rate)
     yh = jax.vmap(lambda q, x: _mlp(q, x)[1])(p, data["x_test"])
     rmse = np.sqrt(np.asarray(((yh - data["y_test"]) ** 2).mean((-1, -2))))
-    csd = jax.vmap(lambda a, b: L.cs_divergence(a, b, sigma=cfg.sigma))(data["y_test"], yh)
-    cond = jax.vmap(lambda x, y, h: L.conditional_cs_divergence(x, y, h, sigma_x=cfg.sigma, sigma_y=cfg.sigma))(
+    sig = _CSIB_EVAL_SIGMA
+    csd = jax.vmap(lambda a, b: L.cs_divergence(a, b, sigma=sig))(data["y_test"], yh)
+    cond = jax.vmap(lambda x, y, h: L.conditional_cs_divergence(x, y, h, sigma_x=sig, sigma_y=sig))(
         data["x_test"], data["y_test"], yh)
     return {"metrics": {"rmse": rmse.tolist(), "cs_div": np.asarray(csd).tolist(),
                         "cond_cs_div": np.asarray(cond).tolist()}}
 
 
+def csib_validation(cfg, grid: Sequence[Mapping[str, float]]) -> np.ndarray:
+    """Validation RMSE ``[len(grid), len(cfg.seeds)]`` of ``cfg.method`` at every point of ``grid``
+    (dicts overriding ``beta``, ``sigma``, ``weight_decay``, ``steps``): each seed's training set
+    is split into its first ``n_train − n_train // 4`` points (fitted) and its last ``n_train // 4``
+    (validation); the test points are never used. All grid points with the same ``steps`` train at
+    once (one ``vmap``), each from the seed's initialisation of :func:`csib_task`."""
+    ds = [_csib_data(cfg, s) for s in cfg.seeds]
+    n_val = max(cfg.n_train // 4, 1)
+    n_fit = cfg.n_train - n_val
+    if n_fit < 2:
+        raise ValueError(f"csib validation needs `seq.n_train` >= 3, got {cfg.n_train}.")
+    n_s = len(ds)
+    x = np.stack([d["x"] for d in ds])
+    y = np.stack([d["y"] for d in ds])
+    init = _csib_init(n_s)
+    out = np.empty((len(grid), n_s))
+    base = {"beta": cfg.beta, "sigma": cfg.sigma, "weight_decay": cfg.weight_decay, "steps": cfg.steps}
+    pts = [{**base, **g} for g in grid]
+    for steps in sorted({int(g["steps"]) for g in pts}):
+        idx = [i for i, g in enumerate(pts) if int(g["steps"]) == steps]
+        k = len(idx)
+        hyp = {h: jnp.asarray(np.repeat([pts[i][src] for i in idx], n_s), jnp.float32)
+               for h, src in (("beta", "beta"), ("sigma", "sigma"), ("wd", "weight_decay"))}
+        data = {"x": jnp.asarray(np.tile(x[:, :n_fit], (k, 1, 1))), "y": jnp.asarray(np.tile(y[:, :n_fit], (k, 1, 1))),
+                **hyp}
+        params = jax.tree.map(lambda a, k=k: jnp.tile(a, (k,) + (1,) * (a.ndim - 1)), init)
+        p = _csib_fit(cfg.method, data, params, steps=steps, lr=cfg.learning_rate)
+        yh = np.asarray(jax.vmap(lambda q, v: _mlp(q, v)[1])(p, jnp.asarray(np.tile(x[:, n_fit:], (k, 1, 1)))))
+        rmse = np.sqrt(((yh - np.tile(y[:, n_fit:], (k, 1, 1))) ** 2).mean((-1, -2))).reshape(k, n_s)
+        out[idx] = rmse
+    return out
+
+
 TASKS = {"preference": preference_task, "eisl": eisl_task, "cprd": cprd_task, "dcpdd": dcpdd_task,
          "aggregate": aggregate_task, "csib": csib_task}
+VALIDATION = {"dcpdd": dcpdd_validation, "csib": csib_validation}  # the tasks ``--tune`` searches

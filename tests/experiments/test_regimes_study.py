@@ -47,6 +47,8 @@ def test_every_arm_has_a_config_that_parses():
         cfg = S.parse([os.path.join(S.CONFIG_DIR, f"{a}.gin")])
         assert cfg.task == a.split("_")[0] and len(cfg.seeds) == 5
         gin.clear_config()
+    tune = cli.parse_study_config([S.TUNE_CONFIG], (), S._GinTune)
+    assert tune.criterion == "modes_covered" and not set(tune.seeds) & (set(range(5)) | set(range(1000, 1005)))
 
 
 def test_gan_sample_metrics_against_a_direct_count():
@@ -83,3 +85,68 @@ def test_unlearn_data_puts_the_forget_class_first():
     nf = int(d["nf"])
     assert nf > 100 and np.all(d["y"][:nf] == 3) and not np.any(d["y"][nf:] == 3)
     assert len(d["y"]) + len(d["yte"]) == 1797
+
+
+def test_energy_distance_against_scipy_in_one_dimension():
+    # in 1-D, 2E|X-Y| - E|X-X'| - E|Y-Y'| = 2 ∫ (F - G)^2 and scipy returns the square root of that
+    from scipy.stats import energy_distance
+
+    rng = np.random.default_rng(0)
+    x, y = rng.standard_normal(40), 0.5 + 2.0 * rng.standard_normal(30)
+    pad = lambda a: np.stack([a, np.zeros_like(a)], -1)  # noqa: E731
+    assert R.energy_distance(pad(x), pad(y)) == pytest.approx(energy_distance(x, y) ** 2, rel=1e-9)
+    assert R.energy_distance(pad(x), pad(y)) == pytest.approx(R.energy_distance(pad(y), pad(x)))
+
+
+def test_select_setting_rules():
+    st = [{"metrics": {"modes_covered": [4.0, 4.0], "hq_frac": [0.5, 0.5], "energy_dist": [0.3, 0.3]}},
+          {"metrics": {"modes_covered": [5.0, 3.0], "hq_frac": [0.6, 0.6], "energy_dist": [0.1, 0.1]}},
+          {"metrics": {"modes_covered": [3.0, 5.0], "hq_frac": [0.6, 0.6], "energy_dist": [np.nan, 0.0]}},
+          {"metrics": {"modes_covered": [2.0, 2.0], "hq_frac": [0.9, 0.9], "energy_dist": [0.05, 0.05]}}]
+    assert S.select_setting(st) == 1  # modes tie (4) between 0, 1, 2: higher hq, then the earlier one
+    assert S.select_setting(st, "energy_dist") == 3  # a NaN never wins
+    with pytest.raises(ValueError, match="criterion"):
+        S.select_setting(st, "fid")
+
+
+def test_tune_arm_grid_matches_the_arm_path_and_seeds_must_be_disjoint():
+    cfg = S.parse([os.path.join(S.CONFIG_DIR, "gan_sgan_dragan.gin")], S.SMOKE_BINDINGS)
+    with pytest.raises(ValueError, match="disjoint"):
+        S.tune_arm(cfg, S.GanTuneConfig(seeds=(0, 100)))
+    tune = S.GanTuneConfig(seeds=(100, 101), learning_rates=(1e-4, 1e-3), gp_weights=(0.1, 1.0))
+    t = S.tune_arm(cfg, tune)
+    assert [(s["learning_rate"], s["gp_weight"]) for s in t["settings"]] == [(1e-4, 0.1), (1e-3, 0.1),
+                                                                            (1e-4, 1.0), (1e-3, 1.0)]
+    assert all(len(v) == 2 for s in t["settings"] for v in s["metrics"].values())
+    assert t["selected"] == S.select_setting(t["settings"])
+    # a grid point trained inside the vmapped search equals the arm trained alone with that setting
+    import dataclasses
+
+    alone = R.train_task(dataclasses.replace(cfg, seeds=(101,), learning_rate=1e-3, gp_weight=1.0))["metrics"]
+    for k, v in alone.items():
+        assert t["settings"][3]["metrics"][k][1] == pytest.approx(v[0], abs=1e-6)
+
+
+def test_run_refuses_gan_configs_that_disagree_with_the_search(tmp_path, monkeypatch):
+    sel = {"learning_rate": 0.0003, "gp_weight": 0.0, "metrics": {}}
+    monkeypatch.setattr(S, "run_tuning", lambda *a, **k: {"gan_sgan": {"settings": [sel], "selected": 0,
+                                                                        "config_matches": False}})
+    args = cli.StudyArgs(configs=(os.path.join(S.CONFIG_DIR, "gan_sgan.gin"),), custom=False, bindings=(),
+                         workdir=str(tmp_path), report_dir=None, progress=False)
+    with pytest.raises(ValueError, match=r"gan_sgan.gin: regimes.learning_rate = 0.0003"):
+        S.run(args)
+    assert S.main(["--tune", "--write_report"]) == 2
+
+
+def test_gan_configs_hold_the_selected_values_of_the_committed_report():
+    import json
+
+    path = os.path.join(S.ROOT, "experiments", "results", "regimes.json")
+    tuned = json.load(open(path))["gan_tune"]
+    assert set(tuned) == {a for a in S.ARMS if a.startswith("gan_")}
+    for arm, t in tuned.items():
+        cfg = S.parse([os.path.join(S.CONFIG_DIR, f"{arm}.gin")])
+        sel = t["settings"][t["selected"]]
+        assert (cfg.learning_rate, cfg.gp_weight) == pytest.approx((sel["learning_rate"], sel["gp_weight"]))
+        assert not set(t["seeds"]) & set(cfg.seeds)
+        gin.clear_config()

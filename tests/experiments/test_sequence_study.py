@@ -1,6 +1,8 @@
 """Smoke test of the sequence study (two cheap arms, tiny) and its metrics against independent oracles
 (scikit-learn, closed forms)."""
 
+import dataclasses
+import json
 import os
 
 import gin
@@ -89,3 +91,70 @@ def test_config_errors():
         S.SequenceConfig(task="nope")
     with pytest.raises(ValueError, match="seq.eisl_weight"):
         S.SequenceConfig(task="eisl", method="eisl_mix", eisl_weight=1.5)
+    with pytest.raises(ValueError, match="seq.weight_decay"):
+        S.SequenceConfig(task="csib", method="mse", weight_decay=-1.0)
+    with pytest.raises(ValueError, match="seq.ref_smoothing"):
+        S.SequenceConfig(task="dcpdd", method="dcpdd", ref_smoothing=0.0)
+
+
+def test_searches_name_real_arms_and_fields():
+    fields = {f.name for f in dataclasses.fields(S.SequenceConfig)}
+    for srch in S.SEARCHES:
+        assert srch.arm in S.ARMS and set(srch.grid) <= fields and set(srch.paper) <= set(srch.grid)
+    assert [p["beta"] for p in S.SEARCHES[-1].points()][:3] == [1e-3, 1e-3, 1e-3]  # first field slowest
+
+
+def test_select_prefers_the_paper_value_on_ties_only():
+    pts = [{"a": 1.0}, {"a": 2.0}, {"a": 3.0}]
+    assert S.select(pts, [0.6, 0.6, 0.5], "higher", {"a": 2.0}) == 1
+    assert S.select(pts, [0.6, 0.6, 0.5], "higher", {}) == 0
+    assert S.select(pts, [0.6, 0.6, 0.5], "lower", {"a": 1.0}) == 2
+
+
+def test_dcpdd_validation_is_disjoint_from_the_test_candidates():
+    cfg = S.SequenceConfig(task="dcpdd", method="dcpdd", seeds=(0,), n_train=24, n_test=24)
+    plain, with_val = T._dcpdd_seed(cfg, 0), T._dcpdd_seed(cfg, 0, validation=True)
+    for k in ("lp", "ids", "member", "ref_counts"):  # the test side is that of a run without validation
+        np.testing.assert_array_equal(plain[k], with_val[k])
+    test_rows = {tuple(r) for r in plain["ids"]}
+    assert not any(tuple(r) in test_rows for r in with_val["val_ids"])
+    assert with_val["val_member"].sum() == 12 and with_val["val_lp"].shape == (24, 30)
+    val = T.dcpdd_validation(cfg, [{"upper_bound": 0.03}, {"upper_bound": 2.0, "ref_smoothing": 10.0}])
+    assert val.shape == (2, 1) and np.all((val >= 0) & (val <= 1))
+
+
+def test_csib_validation_never_reads_the_test_points(monkeypatch):
+    orig = T._csib_data
+
+    def poisoned(cfg, seed):  # NaN test points: any use of them would make the RMSE NaN
+        d = orig(cfg, seed)
+        return {**d, "x_test": np.full_like(d["x_test"], np.nan), "y_test": np.full_like(d["y_test"], np.nan)}
+
+    monkeypatch.setattr(T, "_csib_data", poisoned)
+    cfg = S.SequenceConfig(task="csib", method="csib", seeds=(0, 1), steps=3, n_train=16, n_test=8)
+    grid = [{"beta": 0.1, "sigma": 0.5}, {"beta": 1.0, "sigma": 0.25, "steps": 2}, {"weight_decay": 0.01}]
+    val = T.csib_validation(cfg, grid)
+    assert val.shape == (3, 2) and np.all(np.isfinite(val)) and np.all(val > 0)
+
+
+def test_tune_reports_selection_and_mismatch(tmp_path, capsys):
+    conf = os.path.join(S.CONFIG_DIR, "mia_dcpdd.gin")
+    smoke = (*S.SMOKE_BINDINGS, "seq.upper_bound = 2.0")
+    t = S.tune([conf, os.path.join(S.CONFIG_DIR, "pref_dpo.gin")], smoke, progress=False)
+    assert list(t) == ["mia_dcpdd"]  # arms without a search are skipped
+    r = t["mia_dcpdd"]
+    assert len(r["val"]) == 28 and len(r["val"][0]) == 2 and r["configured"]["upper_bound"] == 2.0
+    best = (max if r["better"] == "higher" else min)(r["val_mean"])
+    assert r["val_mean"][r["points"].index(r["selected"])] == best
+    md = S.tuning_section(t)
+    assert "| upper_bound \\ ref_smoothing |" in md and md.count("**") >= 4
+    assert r["matches"] or "the test rows above do not use the selection" in md
+    assert "warning" in capsys.readouterr().err or r["matches"]
+
+
+def test_tune_cli(tmp_path):
+    confs = ["--config", os.path.join(S.CONFIG_DIR, "mia_ppl.gin")]
+    assert S.main(["--tune", "--write_report"]) == 2
+    assert S.main(["--tune", "--smoke", "--no_progress", "--workdir", str(tmp_path), *confs]) == 0
+    t = json.loads((tmp_path / "tune.json").read_text())
+    assert t["tuning"]["mia_ppl"]["points"] == [{}] and t["provenance"]["command"].endswith("--tune")
