@@ -39,30 +39,30 @@ CPU-sized task (tasks in :mod:`experiments.tasks.regimes`; every seed of an arm 
 GAN search (:class:`GanTuneConfig`, ``configs/regimes_study/gan_tune.gin``): every GAN arm gets the same
 Adam learning-rate grid (one rate for both nets), and the DRAGAN arm also the penalty weight λ; each
 setting is trained on validation seeds disjoint from the reported ones, and the setting covering the most
-modes on average (ties: the higher high-quality fraction) is selected (:func:`select_setting`). The
-selected values are written into the arms' gin files; the report lists the whole search.
+modes on average (ties: the higher high-quality fraction) is selected (:func:`experiments.kit.tune.select`;
+validation runs: :func:`experiments.tasks.regimes.gan_validation`). The selected values are written into the
+arms' gin files; the report lists the whole search.
 """
 
 from __future__ import annotations
 
 import dataclasses
-import functools
 import os
 import sys
-import time
 from collections.abc import Sequence
 
 import gin
 import numpy as np
 
 from experiments import arms
-from experiments.common.metrics import env_info, write_json
+from experiments.common.metrics import env_info
 from experiments.common.typecheck import check_field_types
-from experiments.kit import cli, report, runs
+from experiments.kit import cli, report
+from experiments.kit import tune as kit_tune
 from experiments.tasks import regimes as R
 
-__all__ = ["RegimesConfig", "GanTuneConfig", "select_setting", "tune_arm", "run_tuning", "ARMS", "CLAIMS",
-           "TASK_METRICS", "parse", "train", "render", "run", "STUDY", "main"]
+__all__ = ["RegimesConfig", "GanTuneConfig", "CRITERIA", "gan_search", "search", "ARMS", "CLAIMS", "TASK_METRICS",
+           "parse", "train", "render", "run", "STUDY", "main"]
 
 ARMS = ("semi_ce", "semi_mse", "semi_rmt", "unlearn_ascent", "unlearn_joint", "ordinal_nominal", "ordinal_rasch",
         "nlm_no_decay", "nlm_decay", "gan_sgan", "gan_rsgan", "gan_rasgan", "gan_sgan_dragan")
@@ -150,7 +150,9 @@ def parse(files: Sequence[str] = (), bindings: Sequence[str] = ()) -> RegimesCon
     return cli.parse_study_config(files, bindings, _Gin)
 
 
-CRITERIA = ("modes_covered", "energy_dist")
+# the selection rules of `regimes_tune.criterion` (lexicographic, see experiments.kit.tune.select)
+CRITERIA = {"modes_covered": (("modes_covered", "higher"), ("hq_frac", "higher")),
+            "energy_dist": (("energy_dist", "lower"),)}
 
 
 @dataclasses.dataclass(frozen=True)
@@ -161,9 +163,9 @@ class GanTuneConfig:
       seeds: validation seeds (disjoint from every GAN arm's reported ``regimes.seeds``).
       learning_rates: Adam step sizes searched for every GAN arm (one rate for both nets).
       gp_weights: DRAGAN weights λ, searched (crossed with the rates) for arms with ``gp_weight > 0``.
-      criterion: the selection rule (see :func:`select_setting`): ``"modes_covered"`` (the highest
-        mean over the validation seeds, ties broken by the higher mean ``hq_frac``) or ``"energy_dist"``
-        (the lowest mean); exact ties go to the earlier grid point.
+      criterion: the selection rule (:data:`CRITERIA`): ``"modes_covered"`` (the highest mean over the
+        validation seeds, ties broken by the higher mean ``hq_frac``) or ``"energy_dist"`` (the lowest
+        mean); exact ties go to the earlier grid point.
     """
 
     seeds: tuple[int, ...] = (100, 101, 102)
@@ -180,128 +182,38 @@ class GanTuneConfig:
         if min(self.learning_rates) <= 0 or min(self.gp_weights) <= 0:
             raise ValueError("`regimes_tune.learning_rates` and `regimes_tune.gp_weights` must be > 0.")
         if self.criterion not in CRITERIA:
-            raise ValueError(f"`regimes_tune.criterion` must be one of {CRITERIA}, got {self.criterion!r}.")
+            raise ValueError(f"`regimes_tune.criterion` must be one of {tuple(CRITERIA)}, got {self.criterion!r}.")
 
 
 _GinTune = gin.external_configurable(GanTuneConfig, name="regimes_tune")
 
 
-def select_setting(settings: Sequence[dict], criterion: str = "modes_covered") -> int:
-    """Index of the selected setting, from the means over the validation seeds of each setting's
-    ``{"metrics": {name: [per seed]}}``: ``"modes_covered"``: the most modes covered, ties broken by the
-    higher ``hq_frac``; ``"energy_dist"``: the lowest energy distance. The first grid point wins an exact
-    tie; a non-finite mean never wins.
-
-    Example:
-      >>> st = [{"metrics": {"modes_covered": [4, 5], "hq_frac": [0.2, 0.2], "energy_dist": [0.2, 0.4]}},
-      ...       {"metrics": {"modes_covered": [5, 4], "hq_frac": [0.3, 0.5], "energy_dist": [0.1, 0.3]}}]
-      >>> select_setting(st), select_setting(st, "energy_dist")
-      (1, 1)
-    """
-    if criterion not in CRITERIA:
-        raise ValueError(f"`criterion` must be one of {CRITERIA}, got {criterion!r}.")
-
-    def mean(st: dict, k: str, bad: float) -> float:
-        m = float(np.mean(st["metrics"][k]))
-        return m if np.isfinite(m) else bad
-
-    if criterion == "energy_dist":
-        keys = [(mean(st, "energy_dist", np.inf),) for st in settings]
-    else:  # maximise (modes, hq) lexicographically = minimise their negatives
-        keys = [(-mean(st, "modes_covered", -np.inf), -mean(st, "hq_frac", -np.inf)) for st in settings]
-    return min(range(len(settings)), key=lambda i: keys[i])
-
-
-def tune_arm(cfg: RegimesConfig, tune: GanTuneConfig) -> dict:
-    """Train every setting of the search grid on the validation seeds (one vmapped run) and select one.
-
-    The grid is ``tune.learning_rates`` (DRAGAN arms, ``cfg.gp_weight > 0``: crossed with
-    ``tune.gp_weights``); every other field comes from ``cfg``. Returns ``{"settings": [{"learning_rate",
-    "gp_weight", "metrics": {name: [per validation seed]}}], "selected": index, "seeds", "criterion"}``.
-    """
+def gan_search(arm: str, cfg: RegimesConfig, tune: GanTuneConfig) -> kit_tune.Search | None:
+    """The search of a GAN arm (None for other tasks): ``tune.learning_rates``, DRAGAN arms
+    (``cfg.gp_weight > 0``) crossed with ``tune.gp_weights`` (λ varying slowest), on ``tune.seeds``."""
     if cfg.task != "gan":
-        raise ValueError(f"tune_arm: only GAN arms are searched, got task {cfg.task!r}.")
+        return None
     overlap = set(tune.seeds) & set(cfg.seeds)
     if overlap:
         raise ValueError(f"`regimes_tune.seeds` must be disjoint from the reported `regimes.seeds`; both hold "
                          f"{sorted(overlap)}.")
-    gps = tune.gp_weights if cfg.gp_weight > 0 else (0.0,)
-    grid = [(lr, gp) for gp in gps for lr in tune.learning_rates]
-    seeds = list(tune.seeds)
-    S = len(seeds)
-    res = R.gan_runs(cfg, seeds * len(grid), [lr for lr, _ in grid for _ in seeds],
-                     [gp for _, gp in grid for _ in seeds])
-    settings = [{"learning_rate": lr, "gp_weight": gp,
-                 "metrics": {k: v[i * S:(i + 1) * S] for k, v in res["metrics"].items()}}
-                for i, (lr, gp) in enumerate(grid)]
-    return {"settings": settings, "selected": select_setting(settings, tune.criterion), "seeds": seeds,
-            "criterion": tune.criterion}
+    grid = {"gp_weight": tune.gp_weights} if cfg.gp_weight > 0 else {}
+    return kit_tune.Search(arm, {**grid, "learning_rate": tune.learning_rates}, CRITERIA[tune.criterion],
+                           source="configs/regimes_study/gan_tune.gin", fixed={"seeds": tune.seeds})
 
 
-def _tune_key(cfg: RegimesConfig) -> dict:
-    """What a search depends on: the arm's config without the searched fields and the reported seeds."""
-    conf = dataclasses.asdict(cfg)
-    for f in ("learning_rate", "gp_weight", "seeds"):
-        conf.pop(f)
-    conf["dragan"] = cfg.gp_weight > 0
-    return conf
-
-
-def run_tuning(configs: Sequence[str], bindings: Sequence[str], workdir: str, *, progress: bool = True) -> dict:
-    """:func:`tune_arm` for every GAN arm of ``configs`` (``configs/regimes_study/gan_tune.gin`` then
-    ``bindings``), each cached in ``workdir/gan_tune/<arm>`` (a finished search is reloaded)."""
-    tune = cli.parse_study_config([TUNE_CONFIG], bindings, _GinTune)
-    out = {}
-    for f in configs:
-        arm = os.path.splitext(os.path.basename(f))[0]
-        cfg = parse([f], bindings)
-        if cfg.task != "gan":
-            continue
-        conf = {"arm": _tune_key(cfg), "tune": {k: v for k, v in dataclasses.asdict(tune).items()
-                                                 if k != "criterion"}}  # the selection is redone below
-        wd = os.path.join(workdir, "gan_tune", arm)
-        done = runs.finished_run(wd, conf, require=("settings",))
-        if done is None:
-            os.makedirs(wd, exist_ok=True)
-            t0 = time.perf_counter()
-            res = tune_arm(cfg, tune)
-            res["wall_time_s"] = time.perf_counter() - t0
-            done = dict(runs.write_run(wd, conf, res), skipped=False)
-        else:
-            done = dict(done, skipped=True)
-        done.update(selected=select_setting(done["settings"], tune.criterion), criterion=tune.criterion)
-        sel = done["settings"][done["selected"]]
-        done["config_matches"] = bool(np.isclose(sel["learning_rate"], cfg.learning_rate)
-                                      and np.isclose(sel["gp_weight"], cfg.gp_weight))
-        out[arm] = done
-        if progress:
-            how = "finished search, skipped" if done["skipped"] else f"{done['wall_time_s']:.1f} s"
-            print(f"  tune {arm:13s} selected learning_rate {sel['learning_rate']:g}, gp_weight "
-                  f"{sel['gp_weight']:g} ({how})", file=sys.stderr, flush=True)
-    return out
+def search(args: cli.StudyArgs) -> dict:
+    """The GAN search of every GAN arm of ``args.configs`` (``configs/regimes_study/gan_tune.gin`` then
+    ``args.bindings``), each cached in ``<workdir>/gan_tune/<arm>`` (a finished search is reloaded)."""
+    tune = cli.parse_study_config([TUNE_CONFIG], args.bindings, _GinTune)
+    return kit_tune.run_searches(args.configs, args.bindings, parse=parse,
+                                 search_for=lambda arm, cfg: gan_search(arm, cfg, tune), validate=R.gan_validation,
+                                 workdir=args.workdir, cache="gan_tune", progress=args.progress)
 
 
 def _tune_table(tuned: dict) -> str:
-    lines = ["| arm | learning_rate | gp_weight (λ) | modes_covered | hq_frac | energy_dist | selected |",
-             "|---|---|---|---|---|---|---|"]
-    for arm, t in tuned.items():
-        for i, st in enumerate(t["settings"]):
-            m = st["metrics"]
-            cells = [f"{np.mean(m[k]):.3f} ± {np.std(m[k], ddof=1) if len(m[k]) > 1 else 0.0:.3f}"
-                     for k in ("modes_covered", "hq_frac", "energy_dist")]
-            gp = f"{st['gp_weight']:g}" if st["gp_weight"] > 0 else "–"
-            lines.append(f"| {arm} | {st['learning_rate']:g} | {gp} | " + " | ".join(cells)
-                         + f" | {'**yes**' if i == t['selected'] else ''} |")
-    return "\n".join(lines)
-
-
-def _selection_lines(tuned: dict) -> list[str]:
-    out = []
-    for arm, t in tuned.items():
-        sel = t["settings"][t["selected"]]
-        out.append(f"{arm}.gin: regimes.learning_rate = {sel['learning_rate']!r}"
-                   + (f"; regimes.gp_weight = {sel['gp_weight']!r}" if sel["gp_weight"] > 0 else ""))
-    return out
+    return kit_tune.points_table(tuned, TASK_METRICS["gan"], ("learning_rate", "gp_weight"),
+                                 {"gp_weight": "gp_weight (λ)"})
 
 
 def train(cfg: RegimesConfig) -> dict:
@@ -384,22 +296,21 @@ def _gan_caveat(tuned: dict) -> str:
         return ("GAN settings: no hyper-parameter search was run with these results (the arms' gin values "
                 "were used as given).")
     t0 = next(iter(tuned.values()))
-    tc = t0["config"]["tune"]
-    rule = _RULES[t0["criterion"]]
-    lrs = ", ".join(f"{v:g}" for v in tc["learning_rates"])
-    gps = ", ".join(f"{v:g}" for v in tc["gp_weights"])
-    sel = "; ".join(f"`{a}` learning rate {t['settings'][t['selected']]['learning_rate']:g}"
-                    + (f", λ {t['settings'][t['selected']]['gp_weight']:g}"
-                       if t["settings"][t["selected"]]["gp_weight"] > 0 else "") for a, t in tuned.items())
-    stale = [a for a, t in tuned.items() if not t.get("config_matches", True)]
-    edge = [a for a, t in tuned.items()
-            if t["settings"][t["selected"]]["learning_rate"] == max(tc["learning_rates"])]
+    rule = _RULES[t0["criteria"][0][0]]
+    lr_grid = t0["grid"]["learning_rate"]
+    gp_grid = next((t["grid"]["gp_weight"] for t in tuned.values() if "gp_weight" in t["grid"]), ())
+    lrs, gps = (", ".join(f"{v:g}" for v in g) for g in (lr_grid, gp_grid))
+    sel = {a: kit_tune.selection(t) for a, t in tuned.items()}
+    chosen = "; ".join(f"`{a}` learning rate {p['learning_rate']:g}"
+                       + (f", λ {p['gp_weight']:g}" if p.get("gp_weight", 0) > 0 else "") for a, p in sel.items())
+    stale = [a for a, t in tuned.items() if not t["matches"]]
+    edge = [a for a, p in sel.items() if p["learning_rate"] == max(lr_grid)]
     return (f"GAN settings. Each GAN arm had the same search over the Adam learning rate (both nets) ∈ {{{lrs}}}; "
-            f"the DRAGAN arm also over λ ∈ {{{gps}}} (a {len(tc['learning_rates'])} × {len(tc['gp_weights'])} grid, "
-            f"so it had {len(tc['gp_weights'])} times as many tries as the other arms, which can only favour it "
+            f"the DRAGAN arm also over λ ∈ {{{gps}}} (a {len(lr_grid)} × {len(gp_grid)} grid, "
+            f"so it had {len(gp_grid)} times as many tries as the other arms, which can only favour it "
             f"against the standard GAN). Every setting was trained on "
             f"validation seeds {tuple(t0['seeds'])}, disjoint from the reported seeds, and {rule} "
-            f"Selected: {sel}. The reported runs then used these settings on the reported seeds (so the "
+            f"Selected: {chosen}. The reported runs then used these settings on the reported seeds (so the "
             f"reported numbers are not biased upwards by the selection); the whole search is in the table above."
             + (f" The selected rate is the grid's largest for {', '.join(f'`{a}`' for a in edge)}; larger rates "
                "were not tried." if edge else "")
@@ -445,26 +356,13 @@ def _plot(path: str, results: dict) -> None:
     arms.plot_panels(path, [p for p in panels if p[2]])
 
 
-def run(args: cli.StudyArgs, tune_only: bool = False) -> dict:
-    """The study's ``run`` for :func:`experiments.kit.cli.study_main`.
-
-    The full study (and ``tune_only``, from ``--tune``) first runs the GAN search (:func:`run_tuning`);
-    outside ``--smoke`` a GAN arm whose gin config differs from the selected setting is an error.
-    ``tune_only`` stops after the search (no arms, no report).
-    """
-    tuned: dict = {}
-    t0 = time.perf_counter()
-    if tune_only or not args.custom:
-        tuned = run_tuning(args.configs, args.bindings, args.workdir, progress=args.progress)
-        write_json(os.path.join(args.workdir, "gan_tune", "selection.json"),
-                   {a: t["settings"][t["selected"]] for a, t in tuned.items()})
-    tune_s = sum(t.get("wall_time_s", 0.0) for t in tuned.values() if not t.get("skipped"))
-    if tune_only:
-        return {"results": {}, "configs": {}, "tuned": tuned, "wall_time_s": time.perf_counter() - t0}
-    stale = [a for a, t in tuned.items() if not t["config_matches"]]
-    if stale and not args.smoke:
-        raise ValueError("the GAN search selected other settings than the gin configs of "
-                         f"{stale}; set {_selection_lines({a: tuned[a] for a in stale})}.")
+def run(args: cli.StudyArgs) -> dict:
+    """The study's ``run`` for :func:`experiments.kit.cli.study_main`: the full study (no ``--config``)
+    first runs the GAN search (:func:`search`) and, outside ``--smoke``, refuses GAN arms whose gin
+    configs differ from the selected setting (:func:`experiments.kit.tune.enforce`)."""
+    tuned = search(args) if not args.custom else {}
+    kit_tune.enforce(tuned, "regimes", refuse=not args.smoke)
+    tune_s = sum(t["wall_time_s"] for t in tuned.values() if not t["skipped"])
     results, cfgs = arms.run_arms(args.configs, args.bindings, parse, train, args.workdir, progress=args.progress)
     study = {"results": results, "configs": cfgs, "tuned": tuned, "tune_wall_time_s": tune_s,
              "wall_time_s": tune_s + sum(r.get("wall_time_s", 0.0) for r in results.values())}
@@ -480,7 +378,7 @@ def run(args: cli.StudyArgs, tune_only: bool = False) -> dict:
 def _print(study: dict) -> None:
     if study.get("tuned"):
         print(_tune_table(study["tuned"]))
-        print("selected: " + "; ".join(_selection_lines(study["tuned"])))
+        print("selected: " + "; ".join(kit_tune.gin_lines(study["tuned"], "regimes")))
     r = study["results"]
     for task, ms in TASK_METRICS.items():
         arms_t = [a for a in ARMS if r.get(a, {}).get("task") == task]
@@ -490,20 +388,14 @@ def _print(study: dict) -> None:
 
 STUDY = cli.Study(name="regimes_study", description=__doc__.splitlines()[0], run=run, print_results=_print,
                   default_configs=tuple(os.path.join(CONFIG_DIR, f"{a}.gin") for a in ARMS),
-                  smoke_bindings=SMOKE_BINDINGS, data_dir_bindings=(), report_needs_all=True)
+                  smoke_bindings=SMOKE_BINDINGS, data_dir_bindings=(), report_needs_all=True,
+                  search=kit_tune.StudySearch(search, _tune_table, "regimes"))
 
 
 def main(argv: Sequence[str] | None = None) -> int:
-    """``python -m experiments.regimes_study`` (flags of :mod:`experiments.kit.cli`, plus ``--tune``: only
-    the GAN search, printed; no report)."""
-    argv = list(sys.argv[1:] if argv is None else argv)
-    if "--tune" not in argv:
-        return cli.study_main(STUDY, argv)
-    if "--write_report" in argv:
-        print("error: --tune runs only the GAN search; it cannot be combined with --write_report.", file=sys.stderr)
-        return 2
-    return cli.study_main(dataclasses.replace(STUDY, run=functools.partial(run, tune_only=True)),
-                          [a for a in argv if a != "--tune"])
+    """``python -m experiments.regimes_study`` (flags of :mod:`experiments.kit.cli`; ``--tune``: only the
+    GAN search, printed; no report)."""
+    return cli.study_main(STUDY, argv)
 
 
 if __name__ == "__main__":

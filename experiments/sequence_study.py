@@ -10,7 +10,8 @@ Usage::
 ``--tune`` runs the hyper-parameter search of :data:`SEARCHES` (DC-PDD's cap and reference
 smoothing; CS-IB's β and kernel width; MSE's weight penalty and steps) on validation data only,
 prints each grid with the selected values and writes ``<workdir>/tune.json``; the gin files hold
-the selected values, and every report re-runs the search and says whether they still agree.
+the selected values; every report re-runs the search and, outside ``--smoke``, refuses to run when
+a gin file disagrees with it (the error gives the lines to put in the gin files).
 
 Six tasks (code in :mod:`experiments.tasks.sequence`, one gin file per arm in
 ``configs/sequence_study/``), each a claim of one paper:
@@ -43,22 +44,22 @@ Six tasks (code in :mod:`experiments.tasks.sequence`, one gin file per arm in
 from __future__ import annotations
 
 import dataclasses
-import itertools
 import os
 import sys
-import time
 from collections.abc import Sequence
 
 import gin
 
 from experiments import arms
-from experiments.common.metrics import env_info, write_json
+from experiments.common.metrics import env_info
 from experiments.common.typecheck import check_field_types
 from experiments.kit import cli, report
+from experiments.kit import tune as kit_tune
+from experiments.kit.tune import Search
 from experiments.tasks import sequence as tasks
 
-__all__ = ["SequenceConfig", "ARMS", "CLAIMS", "METRICS", "Search", "SEARCHES", "select", "tune", "tuning_section",
-           "train", "render", "run", "STUDY", "main"]
+__all__ = ["SequenceConfig", "ARMS", "CLAIMS", "METRICS", "SEARCHES", "search", "train", "render", "run", "STUDY",
+           "main"]
 
 ROOT = os.path.dirname(os.path.dirname(os.path.abspath(__file__)))
 CONFIG_DIR = os.path.join(ROOT, "configs", "sequence_study")
@@ -167,136 +168,35 @@ CLAIMS = (
                "Yu et al., ICLR 2024 (CS-IB), Sec. 5, Table 2", "reg_csib", "reg_mse", "rmse", "lower"),
 )
 
-@dataclasses.dataclass(frozen=True)
-class Search:
-    """The validation grid of one arm (``--tune``; also run for every report).
-
-    Attributes:
-      arm: the arm (gin file stem); its gin file holds the selected values.
-      grid: ``{field: values}`` of :class:`SequenceConfig`; every combination is tried (an empty grid
-        scores the arm's own config: an arm without a knob, shown for reference).
-      paper: the paper's / released code's values, preferred on an exact tie of the validation mean.
-      source: where ``paper`` comes from.
-    """
-
-    arm: str
-    grid: dict
-    paper: dict
-    source: str
-
-    def points(self) -> list[dict]:
-        """Every combination of ``grid``, the first field varying slowest."""
-        keys = list(self.grid)
-        return [dict(zip(keys, v)) for v in itertools.product(*(self.grid[k] for k in keys))]
-
-
 # Selection never sees a test point: DC-PDD is scored on validation candidates (members from the
 # model's corpus, fresh non-members), CS-IB / MSE are fitted on 3/4 of each seed's training set
 # and scored on the other 1/4 (see experiments.tasks.sequence.dcpdd_validation / csib_validation).
-# The criterion is the validation metric's mean over the study's seeds; one value per arm.
+# The criterion is the validation metric's mean over the study's seeds; one value per arm; an exact
+# tie goes to the paper's values (`preferred`), then to grid order (experiments.kit.tune.select).
+_AUROC, _RMSE = (("auroc", "higher"),), (("rmse", "lower"),)
 SEARCHES = (
-    Search("mia_ppl", {}, {}, "no knob (the bigram model is shared with DC-PDD)"),
+    Search("mia_ppl", {}, _AUROC, source="no knob (the bigram model is shared with DC-PDD)"),
     Search("mia_dcpdd", {"upper_bound": (0.003, 0.01, 0.03, 0.1, 0.3, 1.0, 2.0),
-                         "ref_smoothing": (1.0, 10.0, 100.0, 1000.0)},
+                         "ref_smoothing": (1.0, 10.0, 100.0, 1000.0)}, _AUROC,
            {"upper_bound": 0.01, "ref_smoothing": 1.0},
            "released code (zhang-wei-chao/DC-PDD, com_det_sco.py: default a = 0.01, reference counts +1)"),
-    Search("reg_mse", {"weight_decay": (0.0, 1e-3, 3e-3, 1e-2, 3e-2, 1e-1), "steps": (250, 500, 1000)},
+    Search("reg_mse", {"weight_decay": (0.0, 1e-3, 3e-3, 1e-2, 3e-2, 1e-1), "steps": (250, 500, 1000)}, _RMSE,
            {"weight_decay": 0.0}, "plain MSE (no penalty); budget matched to CS-IB's 18 points"),
     # β = 1 (the released sweep's largest) came out best on a first {1e-3 ... 1} grid, so the grid
     # goes on to 10 (validation data only); σ = 0.125 was worse than 0.25 at β = 1 and 3
-    Search("reg_csib", {"beta": (1e-3, 1e-2, 1e-1, 1.0, 3.0, 10.0), "sigma": (0.25, 0.5, 1.0)},
+    Search("reg_csib", {"beta": (1e-3, 1e-2, 1e-1, 1.0, 3.0, 10.0), "sigma": (0.25, 0.5, 1.0)}, _RMSE,
            {"beta": 0.01, "sigma": 1.0},
            "released code (SJYuCNEL/Cauchy-Schwarz-Information-Bottleneck, CS_IB_Housing.py: default β = 0.01, "
            "β swept over 0 ... 1, all widths σ = 1)"),
 )
-TUNE_METRIC = {"dcpdd": ("auroc", "higher"), "csib": ("rmse", "lower")}
 
 
-def select(points: Sequence[dict], means: Sequence[float], better: str, paper: dict) -> int:
-    """Index of the best validation mean (``better``: ``"higher"`` / ``"lower"``); an exact tie goes to
-    the point sharing most values with ``paper``, then to the first in grid order.
-
-    Example:
-      >>> select([{"a": 1}, {"a": 2}, {"a": 3}], [0.5, 0.7, 0.7], "higher", {"a": 3})
-      2
-      >>> select([{"a": 1}, {"a": 2}], [0.5, 0.4], "lower", {})
-      1
-    """
-    sign = 1.0 if better == "higher" else -1.0
-    key = [(sign * m, sum(p.get(k) == v for k, v in paper.items()), -i) for i, (p, m) in enumerate(zip(points, means))]
-    return max(range(len(points)), key=key.__getitem__)
-
-
-def tune(configs: Sequence[str], bindings: Sequence[str] = (), progress: bool = True) -> dict:
-    """Run the validation search of every arm of ``configs`` that has a :data:`SEARCHES` entry.
-
-    Returns ``{arm: {"grid", "points", "val" [point][seed], "val_mean", "metric", "better",
-    "selected", "configured", "matches", "paper", "source", "wall_time_s"}}``; ``configured`` is what
-    the arm's gin file (plus ``bindings``) sets, ``matches`` whether it equals ``selected``."""
+def search(args: cli.StudyArgs) -> dict:
+    """The validation search (:data:`SEARCHES`, :func:`experiments.tasks.sequence.validate`) of every
+    searched arm of ``args.configs``; ``{arm: record}`` (:mod:`experiments.kit.tune`)."""
     by_arm = {s.arm: s for s in SEARCHES}
-    out = {}
-    for f in configs:
-        arm = os.path.splitext(os.path.basename(f))[0]
-        if arm not in by_arm:
-            continue
-        srch = by_arm[arm]
-        cfg = parse([f], bindings)
-        metric, better = TUNE_METRIC[cfg.task]
-        pts = srch.points()
-        t0 = time.perf_counter()
-        val = tasks.VALIDATION[cfg.task](cfg, pts)
-        means = val.mean(1)
-        best = select(pts, means.tolist(), better, srch.paper)
-        configured = {k: getattr(cfg, k) for k in srch.grid}
-        out[arm] = {"grid": {k: list(v) for k, v in srch.grid.items()}, "points": pts, "val": val.tolist(),
-                    "val_mean": means.tolist(), "metric": metric, "better": better, "selected": pts[best],
-                    "configured": configured, "matches": all(configured[k] == v for k, v in pts[best].items()),
-                    "paper": dict(srch.paper), "source": srch.source, "wall_time_s": time.perf_counter() - t0}
-        if progress:
-            sel = ", ".join(f"{k} = {v:g}" for k, v in pts[best].items()) or "(no knob)"
-            print(f"  tune {arm:14s} validation {metric} {means[best]:.4f} at {sel} "
-                  f"({out[arm]['wall_time_s']:.1f} s)", file=sys.stderr, flush=True)
-        if not out[arm]["matches"]:
-            fix = "; ".join(f"seq.{k} = {v!r}" for k, v in pts[best].items())
-            print(f"  warning: {arm}: its gin file sets {configured}, the validation search selects "
-                  f"{pts[best]} ({fix})", file=sys.stderr, flush=True)
-    return out
-
-
-def _fmt(v) -> str:
-    return f"{v:g}"
-
-
-def tuning_section(tuning: dict) -> str:
-    """Markdown: per searched arm, its validation grid (mean over seeds; the selection in bold) and
-    whether its gin file holds the selected values."""
-    out = []
-    for arm, t in tuning.items():
-        keys = list(t["grid"])
-        means = dict(zip([tuple(p[k] for k in keys) for p in t["points"]], t["val_mean"]))
-        sel = tuple(t["selected"][k] for k in keys)
-
-        def cell(key, sel=sel, means=means):
-            m = f"{means[key]:.3f}"
-            return f"**{m}**" if key == sel else m
-
-        head = f"**{arm}** — validation {t['metric']} ({t['better']} is better); paper: {t['source']}."
-        if not keys:
-            out += [f"{head} Validation {t['metric']} {t['val_mean'][0]:.3f}.", ""]
-            continue
-        if len(keys) == 1:
-            rows = ["| " + keys[0] + " | " + t["metric"] + " |", "|---|---|"]
-            rows += [f"| {_fmt(v)} | {cell((v,))} |" for v in t["grid"][keys[0]]]
-        else:
-            r, c = keys[0], keys[1]
-            rows = [f"| {r} \\ {c} | " + " | ".join(_fmt(v) for v in t["grid"][c]) + " |",
-                    "|---|" + "---|" * len(t["grid"][c])]
-            rows += [f"| {_fmt(a)} | " + " | ".join(cell((a, b)) for b in t["grid"][c]) + " |" for a in t["grid"][r]]
-        chosen = ", ".join(f"{k} = {_fmt(v)}" for k, v in t["selected"].items())
-        ok = ("the gin file holds these values" if t["matches"] else
-              f"**the gin file sets {t['configured']} instead: the test rows above do not use the selection**")
-        out += [head, "", *rows, "", f"Selected: {chosen} ({ok}).", ""]
-    return "\n".join(out).rstrip()
+    return kit_tune.run_searches(args.configs, args.bindings, parse=parse, search_for=lambda arm, _: by_arm.get(arm),
+                                 validate=tasks.validate, progress=args.progress)
 
 
 _TITLES = {"preference": "Preference optimisation: contextual bandit with a known reward",
@@ -354,15 +254,17 @@ def render(results: dict, tuning: dict | None = None) -> str:
             out += [f"## {_TITLES[task]}", "", arms.metrics_table(results, group, METRICS[task]), ""]
     if tuning:
         out += ["## Hyper-parameter selection (validation data only)", "", _TUNING_INTRO, "",
-                tuning_section(tuning), ""]
+                kit_tune.grid_section(tuning), ""]
     out += ["## Claims tested", "", arms.claims_section(results, CLAIMS), "", _CAVEATS, ""]
     return "\n".join(out)
 
 
 def run(args: cli.StudyArgs) -> dict:
     """The study's ``run`` for :func:`experiments.kit.cli.study_main`. A report also gets the
-    validation search (:func:`tune`) of its searched arms, run before any arm."""
-    tuning = tune(args.configs, args.bindings, progress=args.progress) if args.report_dir else {}
+    validation search (:func:`search`) of its searched arms, run before any arm; outside ``--smoke`` a
+    searched arm whose gin file differs from the selection is refused (:func:`experiments.kit.tune.enforce`)."""
+    tuning = search(args) if args.report_dir else {}
+    kit_tune.enforce(tuning, "seq", refuse=not args.smoke)
     results, cfgs = arms.run_arms(args.configs, args.bindings, parse, train, args.workdir, progress=args.progress)
     study = {"results": results, "configs": cfgs, "tuning": tuning,
              "wall_time_s": sum(r.get("wall_time_s", 0.0) for r in results.values())
@@ -372,23 +274,11 @@ def run(args: cli.StudyArgs) -> dict:
         panels = [("bar", f"{t}: {METRICS[t][0]}" if t != "eisl" else "eisl: bigram_precision",
                    {a: results[a]["metrics"][METRICS[t][0] if t != "eisl" else "bigram_precision"]
                     for a in g if a in results}) for t, g in GROUPS.items()]
+        tune_raw = {a: {k: v for k, v in t.items() if k != "skipped"} for a, t in tuning.items()}
         report.write_report(args.report_dir, "sequence", render(results, tuning),
-                            {"arms": raw, "configs": cfgs, "tuning": tuning, "env": env_info()},
+                            {"arms": raw, "configs": cfgs, "tuning": tune_raw, "env": env_info()},
                             lambda p: arms.plot_panels(p, [q for q in panels if q[2]]), args.provenance)
     return study
-
-
-def _tune_only(args: cli.StudyArgs) -> dict:
-    """``--tune``: the validation search alone (no test-set arm runs); ``<workdir>/tune.json``."""
-    tuning = tune(args.configs, args.bindings, progress=args.progress)
-    os.makedirs(args.workdir, exist_ok=True)
-    prov = {**args.provenance, "command": args.provenance.get("command", "") + " --tune"}
-    write_json(os.path.join(args.workdir, "tune.json"), {"tuning": tuning, "provenance": prov})
-    return {"tuning": tuning, "wall_time_s": sum(t["wall_time_s"] for t in tuning.values())}
-
-
-def _print_tuning(study: dict) -> None:
-    print(tuning_section(study["tuning"]))
 
 
 def _print(study: dict) -> None:
@@ -400,21 +290,14 @@ def _print(study: dict) -> None:
 
 STUDY = cli.Study(name="sequence_study", description=__doc__.splitlines()[0], run=run, print_results=_print,
                   default_configs=tuple(os.path.join(CONFIG_DIR, f"{a}.gin") for a in ARMS),
-                  smoke_bindings=SMOKE_BINDINGS, data_dir_bindings=(), report_needs_all=True)
+                  smoke_bindings=SMOKE_BINDINGS, data_dir_bindings=(), report_needs_all=True,
+                  search=kit_tune.StudySearch(search, kit_tune.grid_section, "seq"))
 
 
 def main(argv: Sequence[str] | None = None) -> int:
-    """``python -m experiments.sequence_study`` (flags of :mod:`experiments.kit.cli`, plus ``--tune``:
-    the validation search alone, see the module docstring)."""
-    argv = list(sys.argv[1:] if argv is None else argv)
-    if "--tune" not in argv:
-        return cli.study_main(STUDY, argv)
-    argv.remove("--tune")
-    if "--write_report" in argv:
-        print("error: --tune runs the validation search alone; --write_report runs it as well.", file=sys.stderr)
-        return 2
-    return cli.study_main(dataclasses.replace(STUDY, run=_tune_only, print_results=_print_tuning,
-                                              report_needs_all=False), argv)
+    """``python -m experiments.sequence_study`` (flags of :mod:`experiments.kit.cli`; ``--tune``: the
+    validation search alone, see the module docstring)."""
+    return cli.study_main(STUDY, argv)
 
 
 if __name__ == "__main__":

@@ -6,12 +6,15 @@ its smoke bindings, how one arm trains, and its report template — and hands th
 
 * :mod:`experiments.kit.cli` — one command line for every study (``--config``, ``--gin_binding``,
   ``--config.<selector>.<param>=<value>``, ``--data_dir``, ``--workdir``, ``--smoke``,
-  ``--write_report``, ``--out``, ``--no_progress``) and one gin parser with clean errors.
+  ``--write_report``, ``--out``, ``--no_progress``, ``--tune``) and one gin parser with clean errors.
 * :mod:`experiments.kit.runs` — the finished-run contract (``results.json`` records the config; a
   rerun skips a finished run and refuses a different config, or an older layout, in the same directory).
 * :mod:`experiments.kit.stats` — the paired t-test and its verdict words; Spearman's ρ.
 * :mod:`experiments.kit.report` — provenance (commit, command, date) and writing a report's
   Markdown (title dropped below a kept hand-written preamble), JSON (``rounded`` floats) and figure.
+* :mod:`experiments.kit.tune` — hyper-parameter search on validation data: a study's ``Search``
+  declarations (grid, lexicographic criteria, preferred values), the runner (cached per arm), the
+  gin-file check and the Markdown of the search; ``--tune`` runs it alone.
 * :mod:`experiments.kit.mlp` — the one ReLU MLP of the studies.
 
 The split follows big_vision (trainer, configs and models kept apart, configs are documentation

@@ -13,6 +13,9 @@ study ones::
     --out DIR                  report directory (default: the workdir; ``experiments/results`` with
                                --write_report)
     --no_progress              no progress lines
+    --tune                     only the study's hyper-parameter search on validation data
+                               (:mod:`experiments.kit.tune`): prints it with the lines to put in the
+                               gin files and writes ``<workdir>/tune.json``; no arm, no report
 
 Bindings apply in this order (later wins): smoke bindings, ``--gin_binding``, ``--config.*``,
 ``--data_dir``. A malformed file or binding, an unknown selector or a bad field value prints
@@ -26,10 +29,13 @@ import argparse
 import dataclasses
 import os
 import sys
+import time
 from collections.abc import Callable, Sequence
 from typing import Any
 
 from experiments.common.config import ExperimentConfig, make_config, parse_gin_config, split_overrides
+from experiments.common.metrics import write_json
+from experiments.kit import tune as kit_tune
 from experiments.kit.report import RESULTS_DIR, provenance
 
 __all__ = ["Study", "StudyArgs", "parse_study_config", "parse_with_experiment", "build_parser", "study_main"]
@@ -80,6 +86,7 @@ class StudyArgs:
       smoke: ``--smoke``.
       progress: print progress lines.
       provenance: command, commit and date for the report.
+      tune: ``--tune`` (only the study's search runs).
     """
 
     configs: tuple[str, ...]
@@ -91,6 +98,7 @@ class StudyArgs:
     smoke: bool = False
     progress: bool = True
     provenance: dict = dataclasses.field(default_factory=dict)
+    tune: bool = False
 
 
 @dataclasses.dataclass(frozen=True)
@@ -107,6 +115,8 @@ class Study:
       data_dir_bindings: bindings set to ``--data_dir``.
       report_needs_all: the report needs the full set of configs (arms studies): with ``--config``
         no report is written and ``--write_report`` is refused.
+      search: the study's hyper-parameter search on validation data (``--tune``; see
+        :mod:`experiments.kit.tune`), or None.
     """
 
     name: str
@@ -117,6 +127,7 @@ class Study:
     smoke_bindings: tuple[str, ...] = ()
     data_dir_bindings: tuple[str, ...] = ("data.data_dir",)
     report_needs_all: bool = False
+    search: kit_tune.StudySearch | None = None
 
 
 def build_parser(study: Study) -> argparse.ArgumentParser:
@@ -133,12 +144,19 @@ def build_parser(study: Study) -> argparse.ArgumentParser:
                    help="regenerate the committed report in experiments/results/")
     p.add_argument("--out", default=None, help="report directory (default: the workdir)")
     p.add_argument("--no_progress", action="store_true", help="no progress lines")
+    p.add_argument("--tune", action="store_true",
+                   help="only the hyper-parameter search on validation data: print it and the lines to put in "
+                        "the gin files, write <workdir>/tune.json (no arm, no report)")
     return p
 
 
 def _resolve(study: Study, argv: Sequence[str]) -> StudyArgs:
     overrides, rest = split_overrides(list(argv))
     a = build_parser(study).parse_args(rest)
+    if a.tune and a.write_report:
+        raise ValueError("--tune runs only the validation search; it cannot be combined with --write_report.")
+    if a.tune and study.search is None:
+        raise ValueError(f"--tune: experiments.{study.name} has no hyper-parameter search.")
     if a.write_report and a.smoke:
         raise ValueError("--write_report regenerates the committed report; it cannot be combined with --smoke.")
     if a.write_report and a.config and study.report_needs_all:
@@ -157,7 +175,7 @@ def _resolve(study: Study, argv: Sequence[str]) -> StudyArgs:
     return StudyArgs(configs=tuple(a.config or study.default_configs), custom=bool(a.config),
                      bindings=tuple(bindings), workdir=workdir, report_dir=report_dir,
                      default_workdir=a.workdir is None, smoke=a.smoke,
-                     progress=not a.no_progress,
+                     progress=not a.no_progress, tune=a.tune,
                      provenance=provenance(["python", "-m", f"experiments.{study.name}", *argv]))
 
 
@@ -174,12 +192,16 @@ def study_main(study: Study, argv: Sequence[str] | None = None) -> int:
       0
       >>> study_main(demo, ["--smoke", "--write_report"])
       2
+      >>> study_main(demo, ["--tune"])  # demo has no search
+      2
     """
     from experiments.common.data import DataError
 
     argv = list(sys.argv[1:] if argv is None else argv)
     try:
         args = _resolve(study, argv)
+        if args.tune:
+            return _tune_only(study, args)
         result = study.run(args)
     except DataError as e:
         print(f"data error: {e}", file=sys.stderr)
@@ -193,4 +215,20 @@ def study_main(study: Study, argv: Sequence[str] | None = None) -> int:
     where = f" -> report in {args.report_dir}" if args.report_dir else ""
     if isinstance(result, dict) and "wall_time_s" in result:
         print(f"wall time {result['wall_time_s']:.1f} s{where}", file=sys.stderr)
+    return 0
+
+
+def _tune_only(study: Study, args: StudyArgs) -> int:
+    """``--tune``: run ``study.search`` alone, write ``<workdir>/tune.json``, print the search and the lines
+    to put in the gin files (a gin file that disagrees is a warning here, never an error)."""
+    t0 = time.perf_counter()
+    records = study.search.run(args)
+    kit_tune.enforce(records, study.search.selector, refuse=False)
+    path = os.path.join(args.workdir, "tune.json")
+    write_json(path, {"tuning": records, "provenance": args.provenance})
+    print(study.search.render(records))
+    lines = kit_tune.gin_lines(records, study.search.selector)
+    if lines:
+        print("\nselected (put in the gin files):\n" + "\n".join(lines))
+    print(f"wall time {time.perf_counter() - t0:.1f} s -> search in {path}", file=sys.stderr)
     return 0

@@ -26,7 +26,7 @@ import lossjax
 from experiments.common import small_models as sm
 
 __all__ = ["digits", "semi_data", "unlearn_data", "ordinal_data", "nlm_data", "gan_modes", "gan_sample_metrics",
-           "energy_distance", "gan_runs", "rank_mae", "train_task"]
+           "energy_distance", "gan_runs", "gan_validation", "rank_mae", "train_task"]
 
 _SALT = 7919
 
@@ -410,6 +410,17 @@ def gan_runs(cfg: Any, seeds: list[int], learning_rates: list[float] | None = No
     return {"metrics": {**{k: [q[k] for q in per] for k in ("modes_covered", "hq_frac")},
                         "energy_dist": [energy_distance(f, r) for f, r in zip(fresh, ring)]},
             "samples_head": samples[:, :500].round(4).tolist()}
+
+
+def gan_validation(cfg: Any, points: list[dict]) -> dict:
+    """The GAN search's validation function (:func:`experiments.kit.tune.run_searches`): one GAN per
+    point of ``points`` (dicts overriding ``learning_rate`` / ``gp_weight``) and seed of ``cfg.seeds``
+    (the validation seeds), all in one :func:`gan_runs`; ``{metric: array [point, seed]}``."""
+    seeds = [int(s) for s in cfg.seeds]
+    runs = [(p.get("learning_rate", cfg.learning_rate), p.get("gp_weight", cfg.gp_weight)) for p in points]
+    res = gan_runs(cfg, seeds * len(points), [lr for lr, _ in runs for _ in seeds],
+                   [gp for _, gp in runs for _ in seeds])
+    return {k: np.asarray(v, dtype=float).reshape(len(points), len(seeds)) for k, v in res["metrics"].items()}
 
 
 def _train_gan(cfg: Any, seeds: list[int]) -> dict:

@@ -18,7 +18,8 @@ import optax
 import lossjax.losses as L
 
 __all__ = ["auroc", "ndcg_at_k", "bigram_precision", "fit", "preference_task", "eisl_task", "cprd_task", "dcpdd_task",
-           "aggregate_task", "csib_task", "dcpdd_validation", "csib_validation", "TASKS", "VALIDATION"]
+           "aggregate_task", "csib_task", "dcpdd_validation", "csib_validation", "TASKS", "VALIDATION",
+           "VALIDATION_METRIC", "validate"]
 
 _SALT = {"preference": 7919, "eisl": 7927, "cprd": 7933, "dcpdd": 7937, "aggregate": 7949, "csib": 7951}
 
@@ -574,3 +575,10 @@ def csib_validation(cfg, grid: Sequence[Mapping[str, float]]) -> np.ndarray:
 TASKS = {"preference": preference_task, "eisl": eisl_task, "cprd": cprd_task, "dcpdd": dcpdd_task,
          "aggregate": aggregate_task, "csib": csib_task}
 VALIDATION = {"dcpdd": dcpdd_validation, "csib": csib_validation}  # the tasks ``--tune`` searches
+VALIDATION_METRIC = {"dcpdd": "auroc", "csib": "rmse"}
+
+
+def validate(cfg, points: Sequence[Mapping[str, float]]) -> dict:
+    """The study's validation function (:func:`experiments.kit.tune.run_searches`):
+    ``{metric: array [point, seed]}`` of :data:`VALIDATION` for ``cfg.task``."""
+    return {VALIDATION_METRIC[cfg.task]: VALIDATION[cfg.task](cfg, points)}

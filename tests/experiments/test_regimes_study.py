@@ -98,39 +98,43 @@ def test_energy_distance_against_scipy_in_one_dimension():
     assert R.energy_distance(pad(x), pad(y)) == pytest.approx(R.energy_distance(pad(y), pad(x)))
 
 
-def test_select_setting_rules():
-    st = [{"metrics": {"modes_covered": [4.0, 4.0], "hq_frac": [0.5, 0.5], "energy_dist": [0.3, 0.3]}},
-          {"metrics": {"modes_covered": [5.0, 3.0], "hq_frac": [0.6, 0.6], "energy_dist": [0.1, 0.1]}},
-          {"metrics": {"modes_covered": [3.0, 5.0], "hq_frac": [0.6, 0.6], "energy_dist": [np.nan, 0.0]}},
-          {"metrics": {"modes_covered": [2.0, 2.0], "hq_frac": [0.9, 0.9], "energy_dist": [0.05, 0.05]}}]
-    assert S.select_setting(st) == 1  # modes tie (4) between 0, 1, 2: higher hq, then the earlier one
-    assert S.select_setting(st, "energy_dist") == 3  # a NaN never wins
+def test_criteria_select_modes_then_hq_or_energy_distance():
+    from experiments.kit import tune
+
+    means = {"modes_covered": [4.0, 4.0, 4.0, 2.0], "hq_frac": [0.5, 0.6, 0.6, 0.9],
+             "energy_dist": [0.3, 0.1, np.nan, 0.05]}
+    assert tune.select(means, S.CRITERIA["modes_covered"]) == 1  # modes tie: higher hq, then the earlier one
+    assert tune.select(means, S.CRITERIA["energy_dist"]) == 3
     with pytest.raises(ValueError, match="criterion"):
-        S.select_setting(st, "fid")
+        S.GanTuneConfig(criterion="fid")
 
 
-def test_tune_arm_grid_matches_the_arm_path_and_seeds_must_be_disjoint():
+def test_gan_search_grid_matches_the_arm_path_and_seeds_must_be_disjoint(tmp_path):
+    from experiments.kit import tune
+
     cfg = S.parse([os.path.join(S.CONFIG_DIR, "gan_sgan_dragan.gin")], S.SMOKE_BINDINGS)
     with pytest.raises(ValueError, match="disjoint"):
-        S.tune_arm(cfg, S.GanTuneConfig(seeds=(0, 100)))
-    tune = S.GanTuneConfig(seeds=(100, 101), learning_rates=(1e-4, 1e-3), gp_weights=(0.1, 1.0))
-    t = S.tune_arm(cfg, tune)
-    assert [(s["learning_rate"], s["gp_weight"]) for s in t["settings"]] == [(1e-4, 0.1), (1e-3, 0.1),
+        S.gan_search("gan_sgan_dragan", cfg, S.GanTuneConfig(seeds=(0, 100)))
+    assert S.gan_search("nlm_decay", S.RegimesConfig(task="nlm"), S.GanTuneConfig()) is None
+    srch = S.gan_search("gan_sgan_dragan", cfg, S.GanTuneConfig(seeds=(100, 101), learning_rates=(1e-4, 1e-3),
+                                                                  gp_weights=(0.1, 1.0)))
+    assert [(p["learning_rate"], p["gp_weight"]) for p in srch.points()] == [(1e-4, 0.1), (1e-3, 0.1),
                                                                             (1e-4, 1.0), (1e-3, 1.0)]
-    assert all(len(v) == 2 for s in t["settings"] for v in s["metrics"].values())
-    assert t["selected"] == S.select_setting(t["settings"])
+    t = tune.search_arm(srch, cfg, R.gan_validation, str(tmp_path / "c"))
+    assert t["seeds"] == [100, 101] and all(np.shape(v) == (4, 2) for v in t["val"].values())
+    assert t["selected"] == tune.select(t["val_mean"], S.CRITERIA["modes_covered"])
     # a grid point trained inside the vmapped search equals the arm trained alone with that setting
     import dataclasses
 
     alone = R.train_task(dataclasses.replace(cfg, seeds=(101,), learning_rate=1e-3, gp_weight=1.0))["metrics"]
     for k, v in alone.items():
-        assert t["settings"][3]["metrics"][k][1] == pytest.approx(v[0], abs=1e-6)
+        assert t["val"][k][3][1] == pytest.approx(v[0], abs=1e-6)
 
 
 def test_run_refuses_gan_configs_that_disagree_with_the_search(tmp_path, monkeypatch):
-    sel = {"learning_rate": 0.0003, "gp_weight": 0.0, "metrics": {}}
-    monkeypatch.setattr(S, "run_tuning", lambda *a, **k: {"gan_sgan": {"settings": [sel], "selected": 0,
-                                                                        "config_matches": False}})
+    rec = {"points": [{"learning_rate": 0.0003}], "selected": 0, "matches": False, "skipped": True,
+           "configured": {"learning_rate": 0.001}, "wall_time_s": 0.0}
+    monkeypatch.setattr(S, "search", lambda *a, **k: {"gan_sgan": rec})
     args = cli.StudyArgs(configs=(os.path.join(S.CONFIG_DIR, "gan_sgan.gin"),), custom=False, bindings=(),
                          workdir=str(tmp_path), report_dir=None, progress=False)
     with pytest.raises(ValueError, match=r"gan_sgan.gin: regimes.learning_rate = 0.0003"):
@@ -138,15 +142,17 @@ def test_run_refuses_gan_configs_that_disagree_with_the_search(tmp_path, monkeyp
     assert S.main(["--tune", "--write_report"]) == 2
 
 
-def test_gan_configs_hold_the_selected_values_of_the_committed_report():
-    import json
+def _selected_rows(md: str) -> dict:
+    """``{arm: (learning_rate, gp_weight)}`` of the rows marked selected in a report's search table."""
+    rows = [r.split("|")[1:-1] for r in md.splitlines() if r.startswith("| gan_") and r.endswith("**yes** |")]
+    return {c[0].strip(): (float(c[1]), 0.0 if c[2].strip() == "–" else float(c[2])) for c in rows}
 
-    path = os.path.join(S.ROOT, "experiments", "results", "regimes.json")
-    tuned = json.load(open(path))["gan_tune"]
-    assert set(tuned) == {a for a in S.ARMS if a.startswith("gan_")}
-    for arm, t in tuned.items():
+
+def test_gan_configs_hold_the_selected_values_of_the_committed_report():
+    path = os.path.join(S.ROOT, "experiments", "results", "regimes.md")
+    sel = _selected_rows(open(path).read())
+    assert set(sel) == {a for a in S.ARMS if a.startswith("gan_")}
+    for arm, (lr, gp) in sel.items():
         cfg = S.parse([os.path.join(S.CONFIG_DIR, f"{arm}.gin")])
-        sel = t["settings"][t["selected"]]
-        assert (cfg.learning_rate, cfg.gp_weight) == pytest.approx((sel["learning_rate"], sel["gp_weight"]))
-        assert not set(t["seeds"]) & set(cfg.seeds)
+        assert (cfg.learning_rate, cfg.gp_weight) == pytest.approx((lr, gp))
         gin.clear_config()

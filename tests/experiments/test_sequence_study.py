@@ -10,7 +10,7 @@ import numpy as np
 import pytest
 
 from experiments import sequence_study as S
-from experiments.kit import cli, report
+from experiments.kit import cli, report, tune
 from experiments.tasks import sequence as T
 
 
@@ -100,15 +100,16 @@ def test_config_errors():
 def test_searches_name_real_arms_and_fields():
     fields = {f.name for f in dataclasses.fields(S.SequenceConfig)}
     for srch in S.SEARCHES:
-        assert srch.arm in S.ARMS and set(srch.grid) <= fields and set(srch.paper) <= set(srch.grid)
+        assert srch.arm in S.ARMS and set(srch.grid) <= fields and set(srch.preferred) <= set(srch.grid)
     assert [p["beta"] for p in S.SEARCHES[-1].points()][:3] == [1e-3, 1e-3, 1e-3]  # first field slowest
 
 
 def test_select_prefers_the_paper_value_on_ties_only():
     pts = [{"a": 1.0}, {"a": 2.0}, {"a": 3.0}]
-    assert S.select(pts, [0.6, 0.6, 0.5], "higher", {"a": 2.0}) == 1
-    assert S.select(pts, [0.6, 0.6, 0.5], "higher", {}) == 0
-    assert S.select(pts, [0.6, 0.6, 0.5], "lower", {"a": 1.0}) == 2
+    m = {"auroc": [0.6, 0.6, 0.5]}
+    assert tune.select(m, [("auroc", "higher")], pts, {"a": 2.0}) == 1
+    assert tune.select(m, [("auroc", "higher")], pts, {}) == 0
+    assert tune.select(m, [("auroc", "lower")], pts, {"a": 1.0}) == 2
 
 
 def test_dcpdd_validation_is_disjoint_from_the_test_candidates():
@@ -137,24 +138,46 @@ def test_csib_validation_never_reads_the_test_points(monkeypatch):
     assert val.shape == (3, 2) and np.all(np.isfinite(val)) and np.all(val > 0)
 
 
-def test_tune_reports_selection_and_mismatch(tmp_path, capsys):
+def _args(configs, bindings, workdir="unused"):
+    return cli.StudyArgs(configs=tuple(configs), custom=True, bindings=tuple(bindings), workdir=workdir,
+                         report_dir=None, progress=False)
+
+
+def test_search_reports_selection_and_mismatch(tmp_path, capsys):
     conf = os.path.join(S.CONFIG_DIR, "mia_dcpdd.gin")
     smoke = (*S.SMOKE_BINDINGS, "seq.upper_bound = 2.0")
-    t = S.tune([conf, os.path.join(S.CONFIG_DIR, "pref_dpo.gin")], smoke, progress=False)
+    t = S.search(_args([conf, os.path.join(S.CONFIG_DIR, "pref_dpo.gin")], smoke))
     assert list(t) == ["mia_dcpdd"]  # arms without a search are skipped
     r = t["mia_dcpdd"]
-    assert len(r["val"]) == 28 and len(r["val"][0]) == 2 and r["configured"]["upper_bound"] == 2.0
-    best = (max if r["better"] == "higher" else min)(r["val_mean"])
-    assert r["val_mean"][r["points"].index(r["selected"])] == best
-    md = S.tuning_section(t)
+    val = r["val"]["auroc"]
+    assert len(val) == 28 and len(val[0]) == 2 and r["configured"]["upper_bound"] == 2.0
+    assert r["val_mean"]["auroc"][r["selected"]] == max(r["val_mean"]["auroc"])
+    md = tune.grid_section(t)
     assert "| upper_bound \\ ref_smoothing |" in md and md.count("**") >= 4
     assert r["matches"] or "the test rows above do not use the selection" in md
-    assert "warning" in capsys.readouterr().err or r["matches"]
+    if not r["matches"]:
+        tune.enforce(t, "seq", refuse=False)
+        assert "warning: mia_dcpdd" in capsys.readouterr().err
+        with pytest.raises(ValueError, match="mia_dcpdd.gin: seq.upper_bound"):
+            tune.enforce(t, "seq", refuse=True)
 
 
-def test_tune_cli(tmp_path):
+def test_tune_cli(tmp_path, capsys):
     confs = ["--config", os.path.join(S.CONFIG_DIR, "mia_ppl.gin")]
     assert S.main(["--tune", "--write_report"]) == 2
     assert S.main(["--tune", "--smoke", "--no_progress", "--workdir", str(tmp_path), *confs]) == 0
     t = json.loads((tmp_path / "tune.json").read_text())
-    assert t["tuning"]["mia_ppl"]["points"] == [{}] and t["provenance"]["command"].endswith("--tune")
+    assert t["tuning"]["mia_ppl"]["points"] == [{}] and "--tune" in t["provenance"]["command"]
+    assert "**mia_ppl** — validation auroc" in capsys.readouterr().out
+
+
+def test_gin_files_hold_the_selected_values_of_the_committed_report():
+    md = open(os.path.join(S.ROOT, "experiments", "results", "sequence.md")).read()
+    for srch in S.SEARCHES[1:]:
+        block = md.split(f"**{srch.arm}** — validation")[1]
+        line = next(x for x in block.splitlines() if x.startswith("Selected: "))
+        assert "the gin file holds these values" in line
+        chosen = dict(kv.split(" = ") for kv in line[len("Selected: "):line.index(" (")].split(", "))
+        cfg = S.parse([os.path.join(S.CONFIG_DIR, f"{srch.arm}.gin")])
+        assert {k: float(v) for k, v in chosen.items()} == pytest.approx({k: getattr(cfg, k) for k in chosen})
+        gin.clear_config()

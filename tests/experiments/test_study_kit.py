@@ -21,7 +21,7 @@ import pytest
 from scipy import stats as sps
 
 from experiments import arms
-from experiments.kit import cli, report, runs, stats
+from experiments.kit import cli, report, runs, stats, tune
 from experiments.kit.mlp import MLP
 
 STUDIES = ("grokking", "regression", "distill", "noisy_labels", "calibration", "digits_study", "sharpness_study")
@@ -407,3 +407,102 @@ def test_spearman_matches_a_restatement_on_ranks():
     assert stats.spearman([1, 2, 3], [3, 2, 1])[0] == pytest.approx(-1.0)
     with pytest.raises(ValueError, match="same length"):
         stats.spearman([1.0, 2.0], [1.0])
+
+
+# --- kit.tune: validation search --------------------------------------------------------------------
+
+
+def test_select_hand_worked_table_lexicographic_ties_and_non_finite():
+    # point:        0     1     2     3     4
+    # acc mean:    0.8   0.9   0.9   0.9   nan
+    # loss mean:   0.1   0.4   0.3   0.3   0.0
+    # highest acc: 1, 2, 3 tie (0.9); lowest loss among them: 2, 3 tie (0.3); no preference: grid order -> 2;
+    # preferring a = 3 (point 3's value) -> 3; the NaN point never wins even with the best loss
+    means = {"acc": [0.8, 0.9, 0.9, 0.9, math.nan], "loss": [0.1, 0.4, 0.3, 0.3, 0.0]}
+    pts = [{"a": i} for i in range(5)]
+    crit = [("acc", "higher"), ("loss", "lower")]
+    assert tune.select(means, crit, pts) == 2
+    assert tune.select(means, crit, pts, {"a": 3}) == 3
+    assert tune.select(means, [("loss", "lower")], pts) == 4  # only a NaN *mean* is excluded
+    assert tune.select(means, [("acc", "lower")], pts) == 0
+    with pytest.raises(ValueError, match="direction"):
+        tune.select(means, [("acc", "up")])
+    with pytest.raises(ValueError, match="preferred"):
+        tune.Search("x", {"a": (1,)}, (("acc", "higher"),), preferred={"b": 1})
+
+
+@dataclasses.dataclass(frozen=True)
+class _TuneCfg:
+    lr: float = 0.1
+    wd: float = 0.0
+    seeds: tuple = (0, 1)
+    steps: int = 10
+
+
+def _val_fn(calls):
+    def validate(cfg, points):  # acc peaks at lr = 0.3 whatever wd; per-seed noise-free
+        calls.append((cfg.seeds, len(points)))
+        acc = [[1.0 - abs(p["lr"] - 0.3) + 0.0 * s for s in cfg.seeds] for p in points]
+        return {"acc": np.asarray(acc)}
+    return validate
+
+
+def test_search_arm_selects_caches_and_reports_the_gin_file(tmp_path):
+    srch = tune.Search("a", {"wd": (0.0, 0.1), "lr": (0.1, 0.3)}, (("acc", "higher"),), {"wd": 0.1}, "paper",
+                       fixed={"seeds": (7, 8, 9)})
+    calls: list = []
+    r = tune.search_arm(srch, _TuneCfg(), _val_fn(calls), str(tmp_path / "a"))
+    # points: (0, .1) (0, .3) (.1, .1) (.1, .3); lr = .3 ties across wd; the preferred wd = .1 wins
+    assert tune.selection(r) == {"wd": 0.1, "lr": 0.3} and r["seeds"] == [7, 8, 9] and calls == [((7, 8, 9), 4)]
+    assert not r["matches"] and r["configured"] == {"wd": 0.0, "lr": 0.1} and not r["skipped"]
+    again = tune.search_arm(dataclasses.replace(srch, criteria=(("acc", "lower"),)), _TuneCfg(lr=0.3, wd=0.1),
+                            _val_fn(calls), str(tmp_path / "a"))
+    assert again["skipped"] and len(calls) == 1  # reloaded; the selection is redone with the new criteria
+    assert tune.selection(again) == {"wd": 0.1, "lr": 0.1}  # lr = .1 ties across wd: preferred wd = .1
+    with pytest.raises(ValueError, match="different config"):  # another validation problem, same cache
+        tune.search_arm(srch, _TuneCfg(steps=5), _val_fn(calls), str(tmp_path / "a"))
+    assert tune.gin_lines({"a": r}, "demo") == ["a.gin: demo.wd = 0.1; demo.lr = 0.3"]
+    assert "| a | 0 | 0.1 | 0.800 ± 0.000 |  |" in tune.points_table({"a": r}, ["acc"])
+    assert "| wd \\ lr | 0.1 | 0.3 |" in tune.grid_section({"a": r}) and "instead" in tune.grid_section({"a": r})
+
+
+def _demo_study(tmp_path, calls):
+    def parse(files, bindings):
+        return _TuneCfg(lr=0.3 if "good" in files[0] else 0.1)
+
+    srch = tune.Search("x", {"lr": (0.1, 0.3)}, (("acc", "higher"),))
+
+    def search(args):
+        return tune.run_searches(args.configs, args.bindings, parse=parse,
+                                 search_for=lambda arm, cfg: srch if arm != "skip" else None,
+                                 validate=_val_fn(calls), workdir=args.workdir, cache="c", progress=args.progress)
+
+    def run(args):
+        recs = search(args)
+        tune.enforce(recs, "demo", refuse=not args.smoke)
+        return {"tuning": recs}
+
+    return cli.Study("demo", "", run=run, print_results=lambda s: None, default_configs=("good.gin", "skip.gin"),
+                     search=tune.StudySearch(search, tune.grid_section, "demo"))
+
+
+def test_tune_cli_runs_only_the_search_and_refuses_write_report(tmp_path, capsys):
+    calls: list = []
+    study = _demo_study(tmp_path, calls)
+    wd = str(tmp_path / "w")
+    assert cli.study_main(study, ["--tune", "--no_progress", "--workdir", wd, "--config", "bad.gin"]) == 0
+    out, err = capsys.readouterr()
+    assert "Selected: lr = 0.3" in out and "bad.gin: demo.lr = 0.3" in out and "warning: bad" in err
+    assert json.load(open(os.path.join(wd, "tune.json")))["tuning"]["bad"]["matches"] is False
+    assert os.path.exists(os.path.join(wd, "c", "bad", "results.json"))
+    assert cli.study_main(study, ["--tune", "--write_report"]) == 2
+    assert "cannot be combined with --write_report" in capsys.readouterr().err
+    assert "--tune" in cli.build_parser(study).format_help()
+    # the full run refuses a gin file that disagrees (outside --smoke) and passes one that agrees
+    assert cli.study_main(study, ["--no_progress", "--workdir", wd, "--config", "bad.gin"]) == 2
+    assert "bad.gin: demo.lr = 0.3" in capsys.readouterr().err
+    assert cli.study_main(study, ["--no_progress", "--workdir", wd, "--smoke", "--config", "bad.gin"]) == 0
+    assert cli.study_main(study, ["--no_progress", "--workdir", wd]) == 0  # good.gin matches; skip.gin unsearched
+    no_search = dataclasses.replace(study, search=None)
+    assert cli.study_main(no_search, ["--tune"]) == 2
+    assert "has no hyper-parameter search" in capsys.readouterr().err
