@@ -29,10 +29,10 @@ from typing import Any
 import numpy as np
 
 from experiments.common.metrics import env_info, write_json
-from experiments.kit import runs, stats
+from experiments.kit import report, runs, stats
 
-__all__ = ["Claim", "ThresholdClaim", "RankClaim", "run_arms", "metrics_table", "claims_section", "claim_results",
-           "claims_table", "threshold_results", "thresholds_section", "rank_sentence", "plot_panels"]
+__all__ = ["Claim", "ThresholdClaim", "RankClaim", "run_arms", "run_study", "metrics_table", "claims_section",
+           "claim_results", "claims_table", "threshold_results", "thresholds_section", "rank_sentence", "plot_panels"]
 
 
 @dataclasses.dataclass(frozen=True)
@@ -117,6 +117,32 @@ def run_arms(configs: Sequence[str], bindings: Sequence[str], parse: Callable[[S
             head = ", ".join(f"{k} {np.mean(v):.4f}" for k, v in list(r["metrics"].items())[:3])
             print(f"  {arm:18s} {head} ({how})", file=sys.stderr, flush=True)
     return results, cfgs
+
+
+def run_study(args: Any, parse: Callable[[Sequence[str], Sequence[str]], Any], train: Callable[[Any], dict],
+              name: str, render: Callable[[dict], str], panels: Callable[[dict], Sequence[tuple]], *,
+              extra_json: Callable[[dict], Mapping] | None = None, drop: Sequence[str] = ("skipped",),
+              extra_wall_time_s: float = 0.0, **study: Any) -> dict:
+    """The ``run`` of an arms study (:func:`experiments.kit.cli.study_main` passes ``args``).
+
+    :func:`run_arms` over ``args.configs``; with ``args.report_dir`` the report ``name``: the Markdown
+    ``render(results)``, the JSON ``{"arms": results without the keys in drop, "configs", **extra_json(results),
+    "env"}`` and the figure of the non-empty ``panels(results)`` (:func:`plot_panels`).
+
+    Returns ``{"results", "configs", **study, "wall_time_s"}`` (the arms' training time plus
+    ``extra_wall_time_s``, e.g. a hyper-parameter search run before them).
+    """
+    results, cfgs = run_arms(args.configs, args.bindings, parse, train, args.workdir, progress=args.progress)
+    out = {"results": results, "configs": cfgs, **study,
+           "wall_time_s": extra_wall_time_s + sum(r.get("wall_time_s", 0.0) for r in results.values())}
+    if args.report_dir:
+        raw = {a: {k: v for k, v in r.items() if k not in drop} for a, r in results.items()}
+        figs = [q for q in panels(results) if q[2]]
+        report.write_report(args.report_dir, name, render(results),
+                            {"arms": raw, "configs": cfgs, **(extra_json(results) if extra_json else {}),
+                             "env": env_info()},
+                            lambda p: plot_panels(p, figs), args.provenance)
+    return out
 
 
 def _ms(v: Sequence[float], digits: int) -> str:

@@ -33,9 +33,8 @@ from collections.abc import Sequence
 import gin
 
 from experiments import arms
-from experiments.common.metrics import env_info
 from experiments.common.typecheck import check_field_types
-from experiments.kit import cli, report
+from experiments.kit import cli
 from experiments.tasks.coverage import (
     IMB_METRICS,
     PASSN_METRICS,
@@ -152,19 +151,10 @@ def render(results: dict) -> str:
 
 def run(args: cli.StudyArgs) -> dict:
     """The study's ``run`` for :func:`experiments.kit.cli.study_main`."""
-    results, cfgs = arms.run_arms(args.configs, args.bindings, parse, train, args.workdir, progress=args.progress)
-    study = {"results": results, "configs": cfgs,
-             "wall_time_s": sum(r.get("wall_time_s", 0.0) for r in results.values())}
-    if args.report_dir:
-        raw = {a: {k: v for k, v in r.items() if k != "skipped"} for a, r in results.items()}
-        panels = [("curve", "test pass@16 per epoch", {a: r["pass_n_curve"] for a, r in results.items()
-                                                        if "pass_n_curve" in r}),
-                  ("bar", "imbalanced digits: test F1", {a: r["metrics"]["f1"] for a, r in results.items()
-                                                         if "f1" in r["metrics"]})]
-        report.write_report(args.report_dir, "coverage_study", render(results),
-                            {"arms": raw, "configs": cfgs, "env": env_info()},
-                            lambda p: arms.plot_panels(p, [q for q in panels if q[2]]), args.provenance)
-    return study
+    return arms.run_study(args, parse, train, "coverage_study", render, lambda results: [
+        ("curve", "test pass@16 per epoch", {a: r["pass_n_curve"] for a, r in results.items() if "pass_n_curve" in r}),
+        ("bar", "imbalanced digits: test F1", {a: r["metrics"]["f1"] for a, r in results.items()
+                                               if "f1" in r["metrics"]})])
 
 
 def _print(study: dict) -> None:

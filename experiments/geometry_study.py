@@ -48,9 +48,8 @@ from collections.abc import Sequence
 import gin
 
 from experiments import arms
-from experiments.common.metrics import env_info
 from experiments.common.typecheck import check_field_types
-from experiments.kit import cli, report
+from experiments.kit import cli
 from experiments.tasks.geometry import ML_LOSSES, NC_KEYS, NC_LOSSES, make_data, recall_at_k, train
 
 __all__ = ["GeometryConfig", "ARMS", "CLAIMS", "make_data", "recall_at_k", "train", "run", "STUDY", "main"]
@@ -164,19 +163,11 @@ def render(results: dict) -> str:
 
 def run(args: cli.StudyArgs) -> dict:
     """The study's ``run`` for :func:`experiments.kit.cli.study_main`."""
-    results, cfgs = arms.run_arms(args.configs, args.bindings, parse, train, args.workdir, progress=args.progress)
-    study = {"results": results, "configs": cfgs,
-             "wall_time_s": sum(r.get("wall_time_s", 0.0) for r in results.values())}
-    if args.report_dir:
-        raw = {a: {k: v for k, v in r.items() if k != "skipped"} for a, r in results.items()}
-        panels = [("bar", "NC1 at the end (training features)",
-                   {a: r["metrics"]["nc1"] for a, r in results.items() if "nc1" in r["metrics"]}),
-                  ("bar", "recall@1 among unseen digits 5-9", {a: r["metrics"]["recall_1"] for a, r in results.items()
-                                            if "recall_1" in r["metrics"]})]
-        report.write_report(args.report_dir, "geometry_study", render(results),
-                            {"arms": raw, "configs": cfgs, "env": env_info()},
-                            lambda p: arms.plot_panels(p, [q for q in panels if q[2]]), args.provenance)
-    return study
+    return arms.run_study(args, parse, train, "geometry_study", render, lambda results: [
+        ("bar", "NC1 at the end (training features)",
+         {a: r["metrics"]["nc1"] for a, r in results.items() if "nc1" in r["metrics"]}),
+        ("bar", "recall@1 among unseen digits 5-9",
+         {a: r["metrics"]["recall_1"] for a, r in results.items() if "recall_1" in r["metrics"]})])
 
 
 def _print(study: dict) -> None:

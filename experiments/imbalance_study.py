@@ -49,9 +49,8 @@ from collections.abc import Sequence
 import gin
 
 from experiments import arms
-from experiments.common.metrics import env_info
 from experiments.common.typecheck import check_field_types
-from experiments.kit import cli, report
+from experiments.kit import cli
 from experiments.tasks import imbalance as task
 
 __all__ = ["ImbalanceConfig", "ARMS", "CLAIMS", "METRICS", "parse", "render", "run", "STUDY", "main"]
@@ -197,17 +196,9 @@ def render(results: dict) -> str:
 
 def run(args: cli.StudyArgs) -> dict:
     """The study's ``run`` for :func:`experiments.kit.cli.study_main`."""
-    results, cfgs = arms.run_arms(args.configs, args.bindings, parse, train, args.workdir, progress=args.progress)
-    study = {"results": results, "configs": cfgs,
-             "wall_time_s": sum(r.get("wall_time_s", 0.0) for r in results.values())}
-    if args.report_dir:
-        raw = {a: {k: v for k, v in r.items() if k != "skipped"} for a, r in results.items()}
-        panels = [("bar", f"test {m}", {a: r["metrics"][m] for a, r in results.items()})
-                  for m in ("balanced_acc", "minority_recall", "robust_acc")]
-        report.write_report(args.report_dir, "imbalance", render(results),
-                            {"arms": raw, "configs": cfgs, "env": env_info()},
-                            lambda p: arms.plot_panels(p, panels), args.provenance)
-    return study
+    return arms.run_study(args, parse, train, "imbalance", render, lambda results: [
+        ("bar", f"test {m}", {a: r["metrics"][m] for a, r in results.items()})
+        for m in ("balanced_acc", "minority_recall", "robust_acc")])
 
 
 def _print(study: dict) -> None:

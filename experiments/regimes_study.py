@@ -55,9 +55,8 @@ import gin
 import numpy as np
 
 from experiments import arms
-from experiments.common.metrics import env_info
 from experiments.common.typecheck import check_field_types
-from experiments.kit import cli, report
+from experiments.kit import cli
 from experiments.kit import tune as kit_tune
 from experiments.tasks import regimes as R
 
@@ -346,14 +345,13 @@ def render(results: dict, tuned: dict | None = None) -> str:
     return "\n".join(parts)
 
 
-def _plot(path: str, results: dict) -> None:
-    panels = [("curve", "cos(∇CE, θ) every 1 % of training", {a: results[a]["cos_curve"] for a in results
-                                                                if "cos_curve" in results[a]}),
-              ("bar", "semi-supervised test accuracy", {a: results[a]["metrics"]["test_acc"] for a in results
-                                                        if results[a]["task"] == "semi"}),
-              ("bar", "GAN: modes covered (of 8)", {a: results[a]["metrics"]["modes_covered"] for a in results
-                                                    if results[a]["task"] == "gan"})]
-    arms.plot_panels(path, [p for p in panels if p[2]])
+def _panels(results: dict) -> list[tuple]:
+    return [("curve", "cos(∇CE, θ) every 1 % of training", {a: results[a]["cos_curve"] for a in results
+                                                              if "cos_curve" in results[a]}),
+            ("bar", "semi-supervised test accuracy", {a: results[a]["metrics"]["test_acc"] for a in results
+                                                      if results[a]["task"] == "semi"}),
+            ("bar", "GAN: modes covered (of 8)", {a: results[a]["metrics"]["modes_covered"] for a in results
+                                                  if results[a]["task"] == "gan"})]
 
 
 def run(args: cli.StudyArgs) -> dict:
@@ -363,16 +361,11 @@ def run(args: cli.StudyArgs) -> dict:
     tuned = search(args) if not args.custom else {}
     kit_tune.enforce(tuned, "regimes", refuse=not args.smoke)
     tune_s = sum(t["wall_time_s"] for t in tuned.values() if not t["skipped"])
-    results, cfgs = arms.run_arms(args.configs, args.bindings, parse, train, args.workdir, progress=args.progress)
-    study = {"results": results, "configs": cfgs, "tuned": tuned, "tune_wall_time_s": tune_s,
-             "wall_time_s": tune_s + sum(r.get("wall_time_s", 0.0) for r in results.values())}
-    if args.report_dir:
-        raw = {a: {k: v for k, v in r.items() if k not in ("skipped", "samples_head")} for a, r in results.items()}
-        tune_raw = {a: {k: v for k, v in t.items() if k != "skipped"} for a, t in tuned.items()}
-        report.write_report(args.report_dir, "regimes", render(results, tuned),
-                            {"arms": raw, "configs": cfgs, "gan_tune": tune_raw, "env": env_info()},
-                            lambda p: _plot(p, results), args.provenance)
-    return study
+    return arms.run_study(args, parse, train, "regimes", lambda results: render(results, tuned), _panels,
+                          extra_json=lambda _: {"gan_tune": {a: {k: v for k, v in t.items() if k != "skipped"}
+                                                             for a, t in tuned.items()}},
+                          drop=("skipped", "samples_head"), extra_wall_time_s=tune_s, tuned=tuned,
+                          tune_wall_time_s=tune_s)
 
 
 def _print(study: dict) -> None:

@@ -41,9 +41,8 @@ from collections.abc import Sequence
 import gin
 
 from experiments import arms
-from experiments.common.metrics import env_info
 from experiments.common.typecheck import check_field_types
-from experiments.kit import cli, report
+from experiments.kit import cli
 from experiments.tasks.retrieval import LOSSES, METRICS, make_data, retrieval_metrics, train
 
 __all__ = ["RetrievalConfig", "LOSSES", "CLAIMS", "make_data", "retrieval_metrics", "train", "run", "STUDY", "main"]
@@ -138,19 +137,10 @@ def render(results: dict, prov: dict | None = None) -> str:
 
 def run(args: cli.StudyArgs) -> dict:
     """The study's ``run`` for :func:`experiments.kit.cli.study_main`."""
-    results, cfgs = arms.run_arms(args.configs, args.bindings, parse, train, args.workdir, progress=args.progress)
-    study = {"results": results, "configs": cfgs,
-             "wall_time_s": sum(r.get("wall_time_s", 0.0) for r in results.values())}
-    if args.report_dir:
-        raw = {a: {k: v for k, v in r.items() if k != "skipped"} for a, r in results.items()}
-        report.write_report(
-            args.report_dir, "retrieval_study", render(results), {"arms": raw, "configs": cfgs, "env": env_info()},
-            lambda p: arms.plot_panels(p, [
-                ("bar", "test P@1", {a: r["metrics"]["p_at_1"] for a, r in results.items()}),
-                ("bar", "test R@5", {a: r["metrics"]["r_at_5"] for a, r in results.items()}),
-                ("curve", "test P@1 per epoch", {a: r["p_at_1_curve"] for a, r in results.items()})]),
-            args.provenance)
-    return study
+    return arms.run_study(args, parse, train, "retrieval_study", render, lambda results: [
+        ("bar", "test P@1", {a: r["metrics"]["p_at_1"] for a, r in results.items()}),
+        ("bar", "test R@5", {a: r["metrics"]["r_at_5"] for a, r in results.items()}),
+        ("curve", "test P@1 per epoch", {a: r["p_at_1_curve"] for a, r in results.items()})])
 
 
 def _print(study: dict) -> None:

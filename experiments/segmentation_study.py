@@ -46,9 +46,8 @@ from collections.abc import Sequence
 import gin
 
 from experiments import arms
-from experiments.common.metrics import env_info
 from experiments.common.typecheck import check_field_types
-from experiments.kit import cli, report
+from experiments.kit import cli
 from experiments.tasks import segmentation as task
 
 __all__ = ["SegConfig", "ARMS", "CLAIMS", "METRICS", "SMOKE_BINDINGS", "parse", "render", "run", "STUDY", "main"]
@@ -220,22 +219,18 @@ def _claims_json(results: dict) -> list[dict]:
     return out
 
 
+def _panels(results: dict) -> list[tuple]:
+    panels = [(kind, title, {a: r["metrics"][m] for a, r in results.items()})
+              for kind, title, m in (("bar", "Dice (test)", "dice"), ("bar", "clDice (test)", "cldice"),
+                                     ("bar", "boundary F1, 1 px (test)", "boundary_f1"))]
+    return panels + [("curve", "training loss (own scale per arm)",
+                      {a: r["train_loss_curve"] for a, r in results.items() if a in ("ce", "dice", "cldice")})]
+
+
 def run(args: cli.StudyArgs) -> dict:
     """The study's ``run`` for :func:`experiments.kit.cli.study_main`."""
-    results, cfgs = arms.run_arms(args.configs, args.bindings, parse, task.train, args.workdir, progress=args.progress)
-    study = {"results": results, "configs": cfgs,
-             "wall_time_s": sum(r.get("wall_time_s", 0.0) for r in results.values())}
-    if args.report_dir:
-        raw = {a: {k: v for k, v in r.items() if k != "skipped"} for a, r in results.items()}
-        panels = [(kind, title, {a: r["metrics"][m] for a, r in results.items()})
-                  for kind, title, m in (("bar", "Dice (test)", "dice"), ("bar", "clDice (test)", "cldice"),
-                                         ("bar", "boundary F1, 1 px (test)", "boundary_f1"))]
-        panels.append(("curve", "training loss (own scale per arm)",
-                       {a: r["train_loss_curve"] for a, r in results.items() if a in ("ce", "dice", "cldice")}))
-        report.write_report(args.report_dir, "segmentation", render(results),
-                            {"arms": raw, "configs": cfgs, "claims": _claims_json(results), "env": env_info()},
-                            lambda p: arms.plot_panels(p, [q for q in panels if q[2]]), args.provenance)
-    return study
+    return arms.run_study(args, parse, task.train, "segmentation", render, _panels,
+                          extra_json=lambda results: {"claims": _claims_json(results)})
 
 
 def _print(study: dict) -> None:

@@ -51,9 +51,8 @@ from collections.abc import Sequence
 import gin
 
 from experiments import arms
-from experiments.common.metrics import env_info
 from experiments.common.typecheck import check_field_types
-from experiments.kit import cli, report
+from experiments.kit import cli
 from experiments.kit import tune as kit_tune
 from experiments.kit.tune import Search
 from experiments.tasks import sequence as tasks
@@ -265,20 +264,16 @@ def run(args: cli.StudyArgs) -> dict:
     searched arm whose gin file differs from the selection is refused (:func:`experiments.kit.tune.enforce`)."""
     tuning = search(args) if args.report_dir else {}
     kit_tune.enforce(tuning, "seq", refuse=not args.smoke)
-    results, cfgs = arms.run_arms(args.configs, args.bindings, parse, train, args.workdir, progress=args.progress)
-    study = {"results": results, "configs": cfgs, "tuning": tuning,
-             "wall_time_s": sum(r.get("wall_time_s", 0.0) for r in results.values())
-             + sum(t["wall_time_s"] for t in tuning.values())}
-    if args.report_dir:
-        raw = {a: {k: v for k, v in r.items() if k != "skipped"} for a, r in results.items()}
-        panels = [("bar", f"{t}: {METRICS[t][0]}" if t != "eisl" else "eisl: bigram_precision",
-                   {a: results[a]["metrics"][METRICS[t][0] if t != "eisl" else "bigram_precision"]
-                    for a in g if a in results}) for t, g in GROUPS.items()]
-        tune_raw = {a: {k: v for k, v in t.items() if k != "skipped"} for a, t in tuning.items()}
-        report.write_report(args.report_dir, "sequence", render(results, tuning),
-                            {"arms": raw, "configs": cfgs, "tuning": tune_raw, "env": env_info()},
-                            lambda p: arms.plot_panels(p, [q for q in panels if q[2]]), args.provenance)
-    return study
+    return arms.run_study(
+        args, parse, train, "sequence", lambda results: render(results, tuning), _panels,
+        extra_json=lambda _: {"tuning": {a: {k: v for k, v in t.items() if k != "skipped"} for a, t in tuning.items()}},
+        extra_wall_time_s=sum(t["wall_time_s"] for t in tuning.values()), tuning=tuning)
+
+
+def _panels(results: dict) -> list[tuple]:
+    return [("bar", f"{t}: {METRICS[t][0]}" if t != "eisl" else "eisl: bigram_precision",
+             {a: results[a]["metrics"][METRICS[t][0] if t != "eisl" else "bigram_precision"]
+              for a in g if a in results}) for t, g in GROUPS.items()]
 
 
 def _print(study: dict) -> None:

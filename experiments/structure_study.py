@@ -54,9 +54,8 @@ import gin
 import numpy as np
 
 from experiments import arms
-from experiments.common.metrics import env_info
 from experiments.common.typecheck import check_field_types
-from experiments.kit import cli, report
+from experiments.kit import cli
 from experiments.tasks import one_class
 from experiments.tasks import structure as task
 
@@ -263,25 +262,19 @@ def render(results: dict) -> str:
         f"Training wall time per arm (all seeds together, 2 shared CPU cores): {times}.", ""])
 
 
+def _panels(results: dict) -> list[tuple]:
+    return [("bar", "hierarchical leaf accuracy (test)",
+             {a: r["metrics"]["test_acc"] for a, r in results.items() if a in HIER_ARMS}),
+            ("bar", "segmentation Dice (test)", {a: r["metrics"]["dice"] for a, r in results.items() if a in SEG_ARMS}),
+            ("bar", "within-superpixel variance of the pixel head",
+             {a: r["metrics"]["sp_var_raw"] for a, r in results.items() if a in SEG_ARMS}),
+            ("bar", "one-class AUROC on digits (test)",
+             {a: r["metrics"]["auroc"] for a, r in results.items() if a in OC_ARMS})]
+
+
 def run(args: cli.StudyArgs) -> dict:
     """The study's ``run`` for :func:`experiments.kit.cli.study_main`."""
-    results, cfgs = arms.run_arms(args.configs, args.bindings, parse, train, args.workdir, progress=args.progress)
-    study = {"results": results, "configs": cfgs,
-             "wall_time_s": sum(r.get("wall_time_s", 0.0) for r in results.values())}
-    if args.report_dir:
-        raw = {a: {k: v for k, v in r.items() if k != "skipped"} for a, r in results.items()}
-        panels = [("bar", "hierarchical leaf accuracy (test)",
-                   {a: r["metrics"]["test_acc"] for a, r in results.items() if a in HIER_ARMS}),
-                  ("bar", "segmentation Dice (test)",
-                   {a: r["metrics"]["dice"] for a, r in results.items() if a in SEG_ARMS}),
-                  ("bar", "within-superpixel variance of the pixel head",
-                   {a: r["metrics"]["sp_var_raw"] for a, r in results.items() if a in SEG_ARMS}),
-                  ("bar", "one-class AUROC on digits (test)",
-                   {a: r["metrics"]["auroc"] for a, r in results.items() if a in OC_ARMS})]
-        report.write_report(args.report_dir, "structure", render(results),
-                            {"arms": raw, "configs": cfgs, "env": env_info()},
-                            lambda p: arms.plot_panels(p, [q for q in panels if q[2]]), args.provenance)
-    return study
+    return arms.run_study(args, parse, train, "structure", render, _panels)
 
 
 def _print(study: dict) -> None:

@@ -33,6 +33,7 @@ __all__ = [
     "init_stacked",
     "make_optimizer",
     "make_epoch_fn",
+    "run_epochs",
     "make_apply_fn",
     "epoch_keys",
     "stratified_subset",
@@ -118,6 +119,26 @@ def make_epoch_fn(loss_fn: LossFn, tx: optax.GradientTransformation, *, n: int, 
         return params, opt_state, losses.mean()
 
     return jax.jit(jax.vmap(one_seed, in_axes=(0, 0, 0, 0, None)))
+
+
+def run_epochs(epoch: Callable, params: Any, opt_state: Any, data: dict, seeds: Sequence[int], epochs: int,
+               steps_per_epoch: int, *, what: str,
+               after_epoch: Callable[[int, Any], None] | None = None) -> tuple[Any, Any, list[list[float]]]:
+    """Run ``epochs`` epochs of a :func:`make_epoch_fn` ``epoch`` (shuffled by :func:`epoch_keys`).
+
+    ``after_epoch(e, params)`` runs after epoch ``e`` (0-based). Returns ``(params, opt_state, curve)``
+    with ``curve[e]`` the per-seed mean training loss of epoch ``e``; raises ``FloatingPointError``
+    naming ``what`` when the last epoch's loss is not finite for some seed.
+    """
+    curve = []
+    for e in range(epochs):
+        params, opt_state, loss = epoch(params, opt_state, data, epoch_keys(seeds, e), jnp.int32(e * steps_per_epoch))
+        curve.append(np.asarray(loss).tolist())
+        if after_epoch is not None:
+            after_epoch(e, params)
+    if curve and not np.all(np.isfinite(curve[-1])):
+        raise FloatingPointError(f"{what}: non-finite training loss {curve[-1]}.")
+    return params, opt_state, curve
 
 
 def make_apply_fn(model: nn.Module, *, shared_inputs: bool) -> Callable:

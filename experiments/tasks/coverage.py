@@ -14,7 +14,7 @@
 from __future__ import annotations
 
 import functools
-from typing import TYPE_CHECKING
+from typing import TYPE_CHECKING, Any
 
 import jax
 import jax.numpy as jnp
@@ -155,17 +155,17 @@ def train(cfg: CoverageConfig) -> dict:
     tr = {"x": jnp.asarray(data["x_train"]), "y": jnp.asarray(data["y_train"]),
           "seed": jnp.asarray(np.repeat(np.asarray(seeds, np.uint32)[:, None], n, 1))}
     xs = {"train": jnp.asarray(data["x_train"]), "test": jnp.asarray(data["x_test"])}
-    curve, early = [], None
-    for e in range(cfg.epochs):
-        params, opt, loss = epoch(params, opt, tr, sm.epoch_keys(seeds, e), jnp.int32(e * spe))
+    curve: list = []  # test pass@N after each epoch (task passn)
+
+    def after_epoch(e: int, params: Any) -> None:
         if cfg.task == "passn":
             p = np.asarray(jax.nn.softmax(apply(params, xs["test"])["out"], -1), np.float64)
             py = np.take_along_axis(p, data["y_test"][..., None], -1)[..., 0]
             curve.append(pass_at_n(py, cfg.n_attempts).tolist())
-            if e + 1 == cfg.early_epoch:
-                early = curve[-1]
-    if not np.all(np.isfinite(np.asarray(loss))):
-        raise FloatingPointError(f"{cfg.task}/{cfg.loss}: non-finite training loss {np.asarray(loss).tolist()}.")
+
+    params, opt, _ = sm.run_epochs(epoch, params, opt, tr, seeds, cfg.epochs, spe, what=f"{cfg.task}/{cfg.loss}",
+                                   after_epoch=after_epoch)
+    early = curve[cfg.early_epoch - 1] if cfg.task == "passn" else None
     res: dict = {"task": cfg.task, "loss": cfg.loss, "seeds": seeds, "n_train": int(n),
                  "n_test": int(data["x_test"].shape[1]), "num_params": sm.count_params_per_seed(params)}
     out_te, out_tr = np.asarray(apply(params, xs["test"])["out"]), np.asarray(apply(params, xs["train"])["out"])

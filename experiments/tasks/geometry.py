@@ -14,7 +14,7 @@
 from __future__ import annotations
 
 import functools
-from typing import TYPE_CHECKING
+from typing import TYPE_CHECKING, Any
 
 import jax
 import jax.numpy as jnp
@@ -159,14 +159,14 @@ def train(cfg: GeometryConfig) -> dict:
     tr = {"x": jnp.asarray(data["x_train"]), "y": jnp.asarray(data["y_train"]),
           "seed": jnp.asarray(np.repeat(np.asarray(seeds, np.uint32)[:, None], n, 1))}
     xs = {"train": tr["x"], "test": jnp.asarray(data["x_test"])}
-    early, curve = {}, []
-    for e in range(cfg.epochs):
-        params, opt, loss = epoch(params, opt, tr, sm.epoch_keys(seeds, e), jnp.int32(e * spe))
+    early: dict = {}
+
+    def after_epoch(e: int, p: Any) -> None:
         if cfg.task == "collapse" and e + 1 == cfg.early_epoch:
-            early = _nc(cfg, apply, params, xs["train"], data["y_train"])
-        curve.append(np.asarray(loss).tolist())
-    if not np.all(np.isfinite(np.asarray(loss))):
-        raise FloatingPointError(f"{cfg.task}/{cfg.loss}: non-finite training loss {np.asarray(loss).tolist()}.")
+            early.update(_nc(cfg, apply, p, xs["train"], data["y_train"]))
+
+    params, opt, curve = sm.run_epochs(epoch, params, opt, tr, seeds, cfg.epochs, spe,
+                                       what=f"{cfg.task}/{cfg.loss}", after_epoch=after_epoch)
     res: dict = {"task": cfg.task, "loss": cfg.loss, "seeds": seeds, "n_train": int(n),
                  "n_test": int(data["x_test"].shape[1]), "train_loss_curve": np.asarray(curve).T.tolist()}
     if cfg.task == "collapse":

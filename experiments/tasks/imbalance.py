@@ -214,10 +214,7 @@ def train(cfg: ImbalanceConfig) -> dict:
     tr = {"x": jnp.asarray(data["x_train"]), "y": jnp.asarray(data["y_train"]),
           "seed": jnp.asarray(np.repeat(np.asarray(seeds, np.uint32)[:, None], n, 1)),
           "cw": jnp.asarray(np.repeat(cw[:, None], n, 1), jnp.float32)}
-    for e in range(cfg.epochs):
-        params, opt, loss = epoch(params, opt, tr, sm.epoch_keys(seeds, e), jnp.int32(e * spe))
-    if not np.all(np.isfinite(np.asarray(loss))):
-        raise FloatingPointError(f"{cfg.loss}: non-finite training loss {np.asarray(loss).tolist()}.")
+    params, opt, _ = sm.run_epochs(epoch, params, opt, tr, seeds, cfg.epochs, spe, what=cfg.loss)
 
     @jax.jit
     @jax.vmap

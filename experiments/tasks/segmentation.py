@@ -479,12 +479,7 @@ def train(cfg: Any) -> dict:
         return loss_value(cfg.loss, forward(p, batch["x"]), batch, pos_weight=pos_weight)
 
     epoch = sm.make_epoch_fn(loss_fn, tx, n=cfg.n_train, batch_size=cfg.batch_size)
-    curve = []
-    for e in range(cfg.epochs):
-        params, opt, loss = epoch(params, opt, data, sm.epoch_keys(seeds, e), jnp.int32(e * spe))
-        curve.append(np.asarray(loss).tolist())
-    if not np.all(np.isfinite(np.asarray(loss))):
-        raise FloatingPointError(f"{cfg.loss}: non-finite training loss {np.asarray(loss).tolist()}.")
+    params, opt, curve = sm.run_epochs(epoch, params, opt, data, seeds, cfg.epochs, spe, what=cfg.loss)
     z = np.asarray(jax.jit(jax.vmap(lambda p, x: forward(p, x)["z"], in_axes=(0, None)))(params, jnp.asarray(te["x"])))
     per = [seg_metrics(prob_fg(cfg.loss, z[i]), te["y"], te["inst"]) for i in range(S)]
     return {"loss": cfg.loss, "seeds": seeds, "n_train": cfg.n_train, "n_test": cfg.n_test,

@@ -137,12 +137,7 @@ def train_hier(cfg: Any) -> dict:
     epoch = sm.make_epoch_fn(loss_fn, tx, n=n, batch_size=cfg.batch_size)
     data = {"x": jnp.asarray(np.stack([d["x_train"] for d in ds])), "y": jnp.asarray(np.stack([d["y_train"]
                                                                                               for d in ds]))}
-    curve = []
-    for e in range(cfg.epochs):
-        params, opt, loss = epoch(params, opt, data, sm.epoch_keys(seeds, e), jnp.int32(e * spe))
-        curve.append(np.asarray(loss).tolist())
-    if not np.all(np.isfinite(np.asarray(loss))):
-        raise FloatingPointError(f"hier/{cfg.head}: non-finite training loss {np.asarray(loss).tolist()}.")
+    params, opt, curve = sm.run_epochs(epoch, params, opt, data, seeds, cfg.epochs, spe, what=f"hier/{cfg.head}")
 
     @jax.jit
     @jax.vmap
@@ -282,12 +277,8 @@ def train_seg(cfg: Any) -> dict:
         return seg.loss_value("ce", {"z": out_logit(p, batch["x"], batch["sp"])[1]}, batch)
 
     epoch = sm.make_epoch_fn(loss_fn, tx, n=cfg.n_train, batch_size=cfg.batch_size)
-    curve = []
-    for e in range(cfg.epochs):
-        params, opt, loss = epoch(params, opt, data, sm.epoch_keys(seeds, e), jnp.int32(e * spe))
-        curve.append(np.asarray(loss).tolist())
-    if not np.all(np.isfinite(np.asarray(loss))):
-        raise FloatingPointError(f"seg/{cfg.superpixels}: non-finite training loss {np.asarray(loss).tolist()}.")
+    params, opt, curve = sm.run_epochs(epoch, params, opt, data, seeds, cfg.epochs, spe,
+                                       what=f"seg/{cfg.superpixels}")
     z, zb = jax.jit(jax.vmap(out_logit, in_axes=(0, None, None)))(params, jnp.asarray(te["x"]), jnp.asarray(te["sp"]))
     p_raw, p_out = jax.nn.sigmoid(np.asarray(z)), jax.nn.sigmoid(np.asarray(zb))
     p_raw, p_out = np.asarray(p_raw), np.asarray(p_out)

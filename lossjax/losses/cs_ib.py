@@ -30,6 +30,7 @@ import jax.numpy as jnp
 from jax.typing import ArrayLike
 
 from lossjax.losses._core import (
+    bool_mask,
     compute_dtype,
     masked_logsumexp,
     replicate_on_explicit_mesh,
@@ -53,15 +54,7 @@ def _prepare(arrays: dict[str, ArrayLike], where: ArrayLike | None):
         if v.shape[0] != n:
             raise ValueError(f"`{k}` must have {n} samples (the first argument's), got {v.shape[0]}.")
     dtype = compute_dtype(jnp.result_type(*out.values()))
-    if where is None:
-        m = jnp.ones((n,), bool)
-    else:
-        m = jnp.asarray(where)
-        if m.dtype != jnp.bool_:
-            raise TypeError(f"`where` must be a bool array, got {m.dtype}.")
-        if m.shape != (n,):
-            raise ValueError(f"`where` must have shape {(n,)}, got {m.shape}.")
-    m = replicate_on_explicit_mesh(m)
+    m = replicate_on_explicit_mesh(bool_mask(where, (n,)))
     res = {}
     for k, v in out.items():
         v = replicate_on_explicit_mesh(v.astype(dtype))

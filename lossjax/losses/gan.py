@@ -15,7 +15,7 @@ import jax
 import jax.numpy as jnp
 from jax.typing import ArrayLike
 
-from lossjax.losses._core import compute_dtype, require_floating, require_option
+from lossjax.losses._core import bool_mask, compute_dtype, require_floating, require_option
 
 __all__ = ["relativistic_gan_loss", "relativistic_average_gan_loss"]
 
@@ -32,14 +32,7 @@ def _critic(x: ArrayLike, name: str) -> jax.Array:
 
 
 def _mask(where: ArrayLike | None, n: int, name: str) -> jax.Array | None:
-    if where is None:
-        return None
-    where = jnp.asarray(where)
-    if where.dtype != jnp.bool_:
-        raise TypeError(f"`{name}` must be a bool array, got {where.dtype}.")
-    if where.shape != (n,):
-        raise ValueError(f"`{name}` must have shape ({n},), got {where.shape}.")
-    return where
+    return None if where is None else bool_mask(where, (n,), name)
 
 
 def relativistic_gan_loss(

@@ -34,6 +34,7 @@ import jax.numpy as jnp
 from jax.typing import ArrayLike
 
 from lossjax.losses._core import (
+    bool_mask,
     check_labels,
     compute_dtype,
     is_concrete,
@@ -90,14 +91,8 @@ def _nan_sqrt(x: jax.Array) -> jax.Array:
 
 
 def _row_mask(where: ArrayLike | None, n: int, name: str = "where") -> jax.Array:
-    if where is None:
-        return jnp.ones((n,), bool)
-    where = jnp.asarray(where)
-    if where.dtype != jnp.bool_:
-        raise TypeError(f"`{name}` must be a bool array, got {where.dtype}.")
-    if where.shape != (n,):
-        raise ValueError(f"`{name}` must have shape ({n},) (one flag per row), got {where.shape}.")
-    return replicate_on_explicit_mesh(where)
+    """One flag per row (:func:`bool_mask`), on every device (the pairwise losses see the whole batch)."""
+    return replicate_on_explicit_mesh(bool_mask(where, (n,), name))
 
 
 def _embeddings(

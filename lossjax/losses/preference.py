@@ -21,6 +21,7 @@ import optax
 from jax.typing import ArrayLike
 
 from lossjax.losses._core import (
+    bool_mask,
     check_labels,
     finalize,
     is_concrete,
@@ -98,14 +99,7 @@ def sequence_logprob(
 
 
 def _check_where(where: ArrayLike | None, shape: tuple[int, ...]) -> jax.Array | None:
-    if where is None:
-        return None
-    where = jnp.asarray(where)
-    if where.dtype != jnp.bool_:
-        raise TypeError(f"`where` must be a bool array, got {where.dtype}.")
-    if where.shape != shape:
-        raise ValueError(f"`where` must have shape {shape}, got {where.shape}.")
-    return where
+    return None if where is None else bool_mask(where, shape)
 
 
 def _mask_rows(where: jax.Array | None, a: jax.Array) -> jax.Array:

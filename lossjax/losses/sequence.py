@@ -25,6 +25,7 @@ import optax
 from jax.typing import ArrayLike
 
 from lossjax.losses._core import (
+    bool_mask,
     check_labels,
     compute_dtype,
     is_concrete,
@@ -50,14 +51,8 @@ __all__ = [
 
 
 def _check_mask(mask: Any, shape: tuple[int, ...], name: str) -> jax.Array | None:
-    if mask is None:
-        return None
-    mask = jnp.asarray(mask)
-    if mask.dtype != jnp.bool_:
-        raise TypeError(f"`{name}` must be a bool array, got {mask.dtype}.")
-    if mask.shape != tuple(shape):
-        raise ValueError(f"`{name}` must have shape {tuple(shape)}, got {mask.shape}.")
-    return mask
+    """:func:`bool_mask`, keeping ``None`` (no mask)."""
+    return None if mask is None else bool_mask(mask, shape, name)
 
 
 # --------------------------------------------------------------------------------------------

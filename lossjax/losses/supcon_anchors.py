@@ -32,17 +32,11 @@ from lossjax.losses._core import (
     require_integer,
     require_positive,
 )
+from lossjax.losses.metric import _l2_normalize
 
 __all__ = ["supcon_prototype_loss"]
 
 _HI = jax.lax.Precision.HIGHEST
-
-
-def _l2_normalize(x: jax.Array) -> jax.Array:
-    """``x/‖x‖`` row-wise; a zero row stays 0 with a finite gradient; NaN propagates."""
-    n2 = jnp.sum(x * x, axis=-1, keepdims=True)
-    ok = n2 > 1e-24
-    return x / jnp.where(ok, jnp.sqrt(jnp.where(ok, n2, 1.0)), 1e-12)
 
 
 def supcon_prototype_loss(

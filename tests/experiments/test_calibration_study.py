@@ -5,7 +5,6 @@ from __future__ import annotations
 
 import json
 
-import gin
 import numpy as np
 import pytest
 
@@ -13,13 +12,6 @@ from experiments import arms
 from experiments import calibration as cal
 from experiments.kit import cli, report
 from experiments.tasks import calibration as task
-
-
-@pytest.fixture(autouse=True)
-def _clear_gin():
-    gin.clear_config()
-    yield
-    gin.clear_config()
 
 
 def test_ece_and_nll_by_hand():

@@ -1,28 +1,15 @@
 """Smoke test of the coverage study (one pass@N arm, one imbalanced arm, tiny) and its metrics against
 independent oracles (scikit-learn, closed forms)."""
 
-import os
 
-import gin
 import numpy as np
 import pytest
 
 from experiments import coverage_study as C
-from experiments.kit import cli, report
 
 
-@pytest.fixture(autouse=True)
-def _clear_gin():
-    gin.clear_config()
-    yield
-    gin.clear_config()
-
-
-def test_smoke_two_arms_report(tmp_path):
-    confs = [os.path.join(C.CONFIG_DIR, f"{a}.gin") for a in ("passn_dco", "imb_anyloss_f1")]
-    args = cli.StudyArgs(configs=tuple(confs), custom=True, bindings=C.SMOKE_BINDINGS, workdir=str(tmp_path / "runs"),
-                         report_dir=str(tmp_path / "out"), progress=False,
-                         provenance=report.provenance(["python", "-m", "experiments.coverage_study", "--smoke"]))
+def test_smoke_two_arms_report(tmp_path, smoke_args):
+    args = smoke_args(C, "passn_dco", "imb_anyloss_f1")
     res = C.run(args)["results"]
     p = res["passn_dco"]
     assert p["n_train"] == 64 and np.asarray(p["pass_n_curve"]).shape == (2, 4)

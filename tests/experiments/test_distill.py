@@ -6,7 +6,6 @@ import dataclasses
 import json
 import os
 
-import gin
 import jax.numpy as jnp
 import numpy as np
 import optax
@@ -22,13 +21,6 @@ TINY = list(D.SMOKE_BINDINGS)  # the study's --smoke: tiny MLPs, two seeds, a fe
 def _args(wd):  # the --smoke plan (one setting keeps the test short: each method compiles once)
     return cli.StudyArgs(configs=D.STUDY.default_configs, custom=False, bindings=tuple(TINY), workdir=wd,
                          report_dir=None, smoke=True, progress=False)
-
-
-@pytest.fixture(autouse=True)
-def _clear_gin():
-    gin.clear_config()
-    yield
-    gin.clear_config()
 
 
 def test_study_smoke_and_resume(tmp_path):

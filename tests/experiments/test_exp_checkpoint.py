@@ -8,7 +8,6 @@ import subprocess
 import sys
 import time
 
-import gin
 import jax
 import jax.numpy as jnp
 import numpy as np
@@ -22,13 +21,6 @@ from experiments.common.train import Trainer
 
 ROOT = os.path.dirname(os.path.dirname(os.path.dirname(os.path.abspath(__file__))))
 DS = synthetic_dataset(32, 16, image_shape=(6, 6, 1), num_classes=3, seed=0)
-
-
-@pytest.fixture(autouse=True)
-def _clear_gin():
-    gin.clear_config()
-    yield
-    gin.clear_config()
 
 
 def _cfg(name="sgd", epochs=2):

@@ -8,14 +8,6 @@ import pytest
 
 from experiments.common.config import ExperimentConfig, parse_config, split_overrides
 
-
-@pytest.fixture(autouse=True)
-def _clear_gin():
-    gin.clear_config()
-    yield
-    gin.clear_config()
-
-
 ROOT = os.path.dirname(os.path.dirname(os.path.dirname(os.path.abspath(__file__))))
 GIN_FILES = sorted(glob.glob(os.path.join(ROOT, "configs", "**", "*.gin"), recursive=True))
 # configs of the image-classification trainer (experiments.cifar); the loss-paper studies

@@ -4,7 +4,6 @@ import dataclasses
 import json
 import os
 
-import gin
 import jax
 import numpy as np
 import pytest
@@ -14,14 +13,6 @@ from experiments.common.config import DataConfig, ExperimentConfig, OptimConfig,
 from experiments.common.data import synthetic_dataset
 from experiments.common.models import ModelConfig
 from experiments.common.train import ResumeRefused, Trainer
-
-
-@pytest.fixture(autouse=True)
-def _clear_gin():
-    gin.clear_config()
-    yield
-    gin.clear_config()
-
 
 DS = synthetic_dataset(32, 16, image_shape=(6, 6, 1), num_classes=3, seed=0)
 

@@ -1,28 +1,15 @@
 """Smoke test of the geometry study (one collapse arm, one metric-learning arm, tiny) and its helpers against
 independent oracles (brute-force retrieval, scikit-learn)."""
 
-import os
 
-import gin
 import numpy as np
 import pytest
 
 from experiments import geometry_study as G
-from experiments.kit import cli, report
 
 
-@pytest.fixture(autouse=True)
-def _clear_gin():
-    gin.clear_config()
-    yield
-    gin.clear_config()
-
-
-def test_smoke_two_arms_report(tmp_path):
-    confs = [os.path.join(G.CONFIG_DIR, f"{a}.gin") for a in ("nc_ce", "ml_metrix")]
-    args = cli.StudyArgs(configs=tuple(confs), custom=True, bindings=G.SMOKE_BINDINGS, workdir=str(tmp_path / "runs"),
-                         report_dir=str(tmp_path / "out"), progress=False,
-                         provenance=report.provenance(["python", "-m", "experiments.geometry_study", "--smoke"]))
+def test_smoke_two_arms_report(tmp_path, smoke_args):
+    args = smoke_args(G, "nc_ce", "ml_metrix")
     res = G.run(args)["results"]
     nc = {k: np.asarray(v) for k, v in res["nc_ce"]["metrics"].items()}
     assert set(nc) == set(G.NC_METRICS)

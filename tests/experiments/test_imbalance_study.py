@@ -3,7 +3,6 @@
 
 import os
 
-import gin
 import jax
 import jax.numpy as jnp
 import numpy as np
@@ -11,22 +10,11 @@ import optax
 import pytest
 
 from experiments import imbalance_study as S
-from experiments.kit import cli, report
 from experiments.tasks import imbalance as T
 
 
-@pytest.fixture(autouse=True)
-def _clear_gin():
-    gin.clear_config()
-    yield
-    gin.clear_config()
-
-
-def test_smoke_one_arm_report(tmp_path):
-    confs = [os.path.join(S.CONFIG_DIR, "adv_comp_sum.gin")]
-    args = cli.StudyArgs(configs=tuple(confs), custom=True, bindings=S.SMOKE_BINDINGS, workdir=str(tmp_path / "runs"),
-                         report_dir=str(tmp_path / "out"), progress=False,
-                         provenance=report.provenance(["python", "-m", "experiments.imbalance_study", "--smoke"]))
+def test_smoke_one_arm_report(tmp_path, smoke_args):
+    args = smoke_args(S, "adv_comp_sum")
     res = S.run(args)["results"]
     r = res["adv_comp_sum"]
     m = r["metrics"]

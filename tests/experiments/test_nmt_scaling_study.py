@@ -4,7 +4,6 @@ metrics on losses generated from a known bivariate law."""
 
 import os
 
-import gin
 import jax
 import jax.numpy as jnp
 import numpy as np
@@ -14,13 +13,6 @@ from experiments import nmt_scaling_study as N
 from experiments.kit import cli, report
 from experiments.tasks import nmt_scaling as T
 from lossjax.scaling.laws import nmt_bivariate_loss
-
-
-@pytest.fixture(autouse=True)
-def _clear_gin():
-    gin.clear_config()
-    yield
-    gin.clear_config()
 
 
 def test_smoke_one_cell(tmp_path):

@@ -7,25 +7,15 @@ import numpy as np
 import pytest
 
 from experiments import regimes_study as S
-from experiments.kit import cli, report
+from experiments.kit import cli
 from experiments.tasks import regimes as R
 
 
-@pytest.fixture(autouse=True)
-def _clear_gin():
-    gin.clear_config()
-    yield
-    gin.clear_config()
-
-
-def test_smoke_two_arms_report(tmp_path):
-    confs = [os.path.join(S.CONFIG_DIR, f"{a}.gin") for a in ("ordinal_rasch", "nlm_no_decay")]
-    args = cli.StudyArgs(configs=tuple(confs), custom=True, bindings=S.SMOKE_BINDINGS, workdir=str(tmp_path / "runs"),
-                         report_dir=str(tmp_path / "out"), progress=False,
-                         provenance=report.provenance(["python", "-m", "experiments.regimes_study", "--smoke"]))
+def test_smoke_two_arms_report(tmp_path, smoke_args):
+    args = smoke_args(S, "ordinal_rasch", "nlm_no_decay")
     res = S.run(args)["results"]
     o = res["ordinal_rasch"]["metrics"]
-    assert 0 <= o["mae"][0] <= S.parse([confs[0]]).n_bins - 1 and 0 <= o["accuracy"][0] <= 1
+    assert 0 <= o["mae"][0] <= S.parse([args.configs[0]]).n_bins - 1 and 0 <= o["accuracy"][0] <= 1
     n = res["nlm_no_decay"]
     assert all(-1 <= c <= 1 for c in np.ravel(n["cos_curve"])) and np.asarray(n["cos_curve"]).shape == (1, 6)
     md = (tmp_path / "out" / "regimes.md").read_text()

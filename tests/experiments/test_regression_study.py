@@ -5,7 +5,6 @@ epochs in metrics.jsonl, one compilation per loss, resume-skips-done, config val
 import json
 import os
 
-import gin
 import numpy as np
 import pytest
 
@@ -13,13 +12,6 @@ from experiments import arms
 from experiments import regression as R
 from experiments.kit import cli
 from experiments.tasks import regression as T
-
-
-@pytest.fixture(autouse=True)
-def _clear_gin():
-    gin.clear_config()
-    yield
-    gin.clear_config()
 
 
 def test_arms_are_the_config_files():

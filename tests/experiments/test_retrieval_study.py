@@ -4,20 +4,12 @@ also the shared arms runner (claims, resume, tables)."""
 import json
 import os
 
-import gin
 import numpy as np
 import pytest
 
 from experiments import arms
 from experiments import retrieval_study as R
 from experiments.kit import cli, report
-
-
-@pytest.fixture(autouse=True)
-def _clear_gin():
-    gin.clear_config()
-    yield
-    gin.clear_config()
 
 
 def _args(tmp_path, configs, bindings):

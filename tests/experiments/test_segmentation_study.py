@@ -9,22 +9,12 @@ import pytest
 from scipy import ndimage
 
 from experiments import segmentation_study as S
-from experiments.kit import cli, report
+from experiments.kit import report
 from experiments.tasks import segmentation as T
 
 
-@pytest.fixture(autouse=True)
-def _clear_gin():
-    gin.clear_config()
-    yield
-    gin.clear_config()
-
-
-def test_smoke_one_arm_report(tmp_path):
-    confs = [os.path.join(S.CONFIG_DIR, "ce.gin")]
-    args = cli.StudyArgs(configs=tuple(confs), custom=True, bindings=S.SMOKE_BINDINGS, workdir=str(tmp_path / "runs"),
-                         report_dir=str(tmp_path / "out"), progress=False,
-                         provenance=report.provenance(["python", "-m", "experiments.segmentation_study", "--smoke"]))
+def test_smoke_one_arm_report(tmp_path, smoke_args):
+    args = smoke_args(S, "ce")
     res = S.run(args)["results"]["ce"]
     assert set(res["metrics"]) == set(S.METRICS)
     for m, v in res["metrics"].items():

@@ -10,22 +10,12 @@ import numpy as np
 import pytest
 
 from experiments import sequence_study as S
-from experiments.kit import cli, report, tune
+from experiments.kit import cli, tune
 from experiments.tasks import sequence as T
 
 
-@pytest.fixture(autouse=True)
-def _clear_gin():
-    gin.clear_config()
-    yield
-    gin.clear_config()
-
-
-def test_smoke_two_arms_report(tmp_path):
-    confs = [os.path.join(S.CONFIG_DIR, f"{a}.gin") for a in ("pref_dpo", "mia_ppl")]
-    args = cli.StudyArgs(configs=tuple(confs), custom=True, bindings=S.SMOKE_BINDINGS, workdir=str(tmp_path / "runs"),
-                         report_dir=str(tmp_path / "out"), progress=False,
-                         provenance=report.provenance(["python", "-m", "experiments.sequence_study", "--smoke"]))
+def test_smoke_two_arms_report(tmp_path, smoke_args):
+    args = smoke_args(S, "pref_dpo", "mia_ppl")
     res = S.run(args)["results"]
     m = {k: np.asarray(v) for k, v in res["pref_dpo"]["metrics"].items()}
     assert m["win_rate"].shape == (2,) and np.all((m["win_rate"] > 0) & (m["win_rate"] < 1))

@@ -4,29 +4,18 @@ tiny) and its helpers against independent oracles (scikit-learn, brute-force loo
 import dataclasses
 import os
 
-import gin
 import jax.numpy as jnp
 import numpy as np
 import pytest
 
 from experiments import structure_study as G
-from experiments.kit import cli, report
+from experiments.kit import cli
 from experiments.tasks import one_class as O
 from experiments.tasks import structure as T
 
 
-@pytest.fixture(autouse=True)
-def _clear_gin():
-    gin.clear_config()
-    yield
-    gin.clear_config()
-
-
-def test_smoke_two_arms_report(tmp_path):
-    confs = [os.path.join(G.CONFIG_DIR, f"{a}.gin") for a in ("hier_hyper_d2", "seg_sp_watershed")]
-    args = cli.StudyArgs(configs=tuple(confs), custom=True, bindings=G.SMOKE_BINDINGS, workdir=str(tmp_path / "runs"),
-                         report_dir=str(tmp_path / "out"), progress=False,
-                         provenance=report.provenance(["python", "-m", "experiments.structure_study", "--smoke"]))
+def test_smoke_two_arms_report(tmp_path, smoke_args):
+    args = smoke_args(G, "hier_hyper_d2", "seg_sp_watershed")
     res = G.run(args)["results"]
     h = {k: np.asarray(v) for k, v in res["hier_hyper_d2"]["metrics"].items()}
     assert set(h) == set(G.HIER_METRICS)

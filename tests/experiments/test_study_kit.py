@@ -13,7 +13,6 @@ import json
 import math
 import os
 
-import gin
 import jax
 import jax.numpy as jnp
 import numpy as np
@@ -25,13 +24,6 @@ from experiments.kit import cli, report, runs, stats, tune
 from experiments.kit.mlp import MLP
 
 STUDIES = ("grokking", "regression", "distill", "noisy_labels", "calibration", "digits_study", "sharpness_study")
-
-
-@pytest.fixture(autouse=True)
-def _clear_gin():
-    gin.clear_config()
-    yield
-    gin.clear_config()
 
 
 # ------------------------------------------------------------------------------------- stats
@@ -215,6 +207,40 @@ def test_every_studys_smoke_bindings_make_a_valid_config():
     assert exp.train.epochs == 1 and c.seeds == (0,) and exp.data.dataset == "digits"
     ds = _study("digits_study").STUDY
     assert parse_config([ds.default_configs[0]], ds.smoke_bindings).train.epochs == 1
+
+
+# ------------------------------------------------------------------------------------- epochs
+
+
+def test_run_epochs_is_the_epoch_loop_and_refuses_a_nonfinite_loss():
+    import optax
+
+    from experiments.common import small_models as sm
+
+    seeds, n = [0, 1], 6
+    data = {"x": jnp.asarray(np.random.default_rng(0).normal(size=(2, n, 3)), jnp.float32)}
+    tx = optax.sgd(0.1)
+    params0 = jnp.ones((2, 3))
+
+    def loss_fn(p, batch, step):
+        return jnp.mean((batch["x"] @ p) ** 2)
+
+    epoch = sm.make_epoch_fn(loss_fn, tx, n=n, batch_size=2)
+    seen = []
+    params, _, curve = sm.run_epochs(epoch, params0, jax.vmap(tx.init)(params0), data, seeds, 3, 3, what="toy",
+                                     after_epoch=lambda e, p: seen.append((e, np.asarray(p).copy())))
+    # the loop written out: same keys, same step counters
+    p, o, want = params0, jax.vmap(tx.init)(params0), []
+    for e in range(3):
+        p, o, loss = epoch(p, o, data, sm.epoch_keys(seeds, e), jnp.int32(3 * e))
+        want.append(np.asarray(loss).tolist())
+        np.testing.assert_array_equal(seen[e][1], p)
+    assert [e for e, _ in seen] == [0, 1, 2] and curve == want
+    np.testing.assert_array_equal(params, p)
+    bad = sm.make_epoch_fn(lambda q, batch, step: jnp.where(step >= 4, jnp.nan, 0.0) * jnp.sum(q), tx, n=n,
+                           batch_size=2)
+    with pytest.raises(FloatingPointError, match="toy: non-finite"):
+        sm.run_epochs(bad, params0, jax.vmap(tx.init)(params0), data, seeds, 2, 3, what="toy")
 
 
 # ------------------------------------------------------------------------------------- arms: runner
